@@ -1,0 +1,4 @@
+//! `capstan bench`: load generators that ship with the product, so users can measure their
+//! own datastore and cluster.
+
+pub mod datastore;

@@ -1,0 +1,391 @@
+//! The change feed: one poller per server reads the log in revision order and fans every
+//! change out to this server's watchers.
+//!
+//! Why it cannot miss or reorder a commit: revisions are dense (see `sql.rs`), so the poller
+//! knows exactly which revision comes next. If the next row it reads is not `position + 1`,
+//! the missing revision is either compacted (the poller fell further behind than the
+//! retention window; watchers are told so) or not yet visible, and the poller waits for it.
+//! It never skips ahead on a timer.
+//!
+//! What wakes it: a commit by this server's writer (at once), a Postgres notification for a
+//! commit by any server (at once), or the poll timer, which runs fast while changes flow
+//! and backs off to `poll_interval_ms` when idle: the only mechanism on MySQL and SQLite.
+//!
+//! A new watch reads the database from its start revision up to the poller's position,
+//! then takes the rest from the in-memory window of recent events and registers for live
+//! ones, all under the feed's lock, so there is no gap and no duplicate between the phases.
+//! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
+//! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{Backend, ChangeSignal};
+use super::config::DatastoreConfig;
+use super::error::{DatastoreError, Result};
+use super::metrics::{self, StoreOp};
+use super::types::{Event, KeyRange};
+
+/// Rows read per poll or catch-up query.
+const PAGE: usize = 1000;
+
+/// Why the feed closed a watcher's queue.
+#[derive(Debug, Clone, Copy)]
+enum CloseReason {
+    TooSlow,
+    Compacted { compact_revision: i64 },
+}
+
+struct Subscriber {
+    range: KeyRange,
+    /// Events below this revision were already delivered from the database.
+    next_revision: i64,
+    queue: mpsc::Sender<Arc<Event>>,
+    closed: Arc<Mutex<Option<CloseReason>>>,
+}
+
+struct FeedState {
+    /// Every revision up to here has been read and fanned out.
+    position: i64,
+    /// The newest events, in revision order, for watches that start near the head.
+    recent: VecDeque<Arc<Event>>,
+    subscribers: Vec<Subscriber>,
+}
+
+/// One server's change feed.
+pub(crate) struct ChangeFeed {
+    state: Mutex<FeedState>,
+    wake: Notify,
+    recent_capacity: usize,
+    watch_queue: usize,
+}
+
+impl ChangeFeed {
+    pub(crate) fn new(position: i64, config: &DatastoreConfig) -> Self {
+        ChangeFeed {
+            state: Mutex::new(FeedState { position, recent: VecDeque::new(), subscribers: Vec::new() }),
+            wake: Notify::new(),
+            recent_capacity: config.recent_events.max(1),
+            watch_queue: config.watch_queue.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FeedState> {
+        // A panic while holding this lock would be a bug in the fan-out below; the state
+        // is still consistent (every step leaves it whole), so keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Asks the poller to look for new changes now.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Every revision up to this one has been delivered to local watchers.
+    pub(crate) fn position(&self) -> i64 {
+        self.lock().position
+    }
+
+    /// Hands `events` (consecutive, starting at `position + 1`) to the watchers.
+    fn deliver(&self, events: Vec<Event>) {
+        let mut state = self.lock();
+        for event in events {
+            let event = Arc::new(event);
+            state.subscribers.retain_mut(|sub| {
+                if event.revision < sub.next_revision || !sub.range.contains(&event.key) {
+                    return !sub.queue.is_closed();
+                }
+                match sub.queue.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CloseReason::TooSlow);
+                        metrics::WATCHERS_CLOSED.with_label_values(&["too_slow"]).inc();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+            state.position = event.revision;
+            state.recent.push_back(event);
+            if state.recent.len() > self.recent_capacity {
+                state.recent.pop_front();
+            }
+        }
+        metrics::FEED_REVISION.set(state.position);
+    }
+
+    /// The poller fell behind compaction: every watcher is told, and the feed restarts
+    /// from `resume_after`.
+    fn reset(&self, resume_after: i64, compact_revision: i64) {
+        let mut state = self.lock();
+        for sub in state.subscribers.drain(..) {
+            *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CloseReason::Compacted { compact_revision });
+            metrics::WATCHERS_CLOSED.with_label_values(&["compacted"]).inc();
+        }
+        state.recent.clear();
+        state.position = resume_after;
+    }
+}
+
+/// Reads new changes and delivers them, until `shutdown`.
+pub(crate) async fn run_poller(
+    feed: Arc<ChangeFeed>,
+    backend: Arc<dyn Backend>,
+    config: DatastoreConfig,
+    shutdown: CancellationToken,
+) {
+    let idle = config.poll_interval();
+    let busy = config.poll_interval_busy();
+    let mut interval = idle;
+    let mut signal: Option<Box<dyn ChangeSignal>> = None;
+    let mut next_signal_attempt = Instant::now();
+    let mut gap_since: Option<Instant> = None;
+    loop {
+        if signal.is_none() && Instant::now() >= next_signal_attempt {
+            match backend.change_signal().await {
+                Ok(s) => signal = s,
+                Err(err) => tracing::warn!(error = %err, "change notifications unavailable; polling"),
+            }
+            // Engines without a signal are not asked again; broken ones are retried.
+            next_signal_attempt = Instant::now() + Duration::from_secs(if signal.is_some() { 0 } else { 5 });
+            if signal.is_none() && backend.engine() != super::backend::Engine::Postgres {
+                next_signal_attempt = Instant::now() + Duration::from_secs(u32::MAX as u64);
+            }
+        }
+        let signalled = async {
+            match signal.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = feed.wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+            received = signalled => {
+                if let Err(err) = received {
+                    tracing::warn!(error = %err, "change notification connection lost; polling until it is back");
+                    signal = None;
+                    next_signal_attempt = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+        match poll_once(&feed, backend.as_ref()).await {
+            Ok(PollResult::Delivered) => {
+                gap_since = None;
+                interval = busy;
+            }
+            Ok(PollResult::Nothing) => {
+                gap_since = None;
+                interval = (interval * 2).min(idle);
+            }
+            Ok(PollResult::WaitingForGap(revision)) => {
+                let since = *gap_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(10) {
+                    tracing::error!(revision, "revision {revision} is still not visible after 10 s; waiting (never skipping) for it");
+                    gap_since = Some(Instant::now());
+                }
+                interval = busy;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "change feed poll failed; retrying");
+                interval = idle;
+            }
+        }
+    }
+}
+
+enum PollResult {
+    Delivered,
+    Nothing,
+    WaitingForGap(i64),
+}
+
+async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResult> {
+    let mut delivered = false;
+    loop {
+        let position = feed.position();
+        let events = metrics::observe(StoreOp::History, backend.history(position, i64::MAX, None, PAGE)).await?;
+        let fetched = events.len();
+        let Some(first) = events.first() else {
+            return Ok(if delivered { PollResult::Delivered } else { PollResult::Nothing });
+        };
+        if first.revision != position + 1 {
+            let compaction = backend.compaction_state().await?;
+            if position < compaction.compact_revision {
+                tracing::warn!(position, compact_revision = compaction.compact_revision,
+                    "change feed fell behind compaction; closing watchers so they re-list");
+                feed.reset(first.revision - 1, compaction.compact_revision);
+                continue;
+            }
+            return Ok(PollResult::WaitingForGap(position + 1));
+        }
+        // Deliver the consecutive run; anything after a hole waits for the hole to fill.
+        let mut expected = position + 1;
+        let run: Vec<Event> = events
+            .into_iter()
+            .take_while(|e| {
+                let next = e.revision == expected;
+                expected += 1;
+                next
+            })
+            .collect();
+        let contiguous = run.len() == fetched;
+        feed.deliver(run);
+        delivered = true;
+        if !contiguous {
+            return Ok(PollResult::WaitingForGap(feed.position() + 1));
+        }
+        if fetched < PAGE {
+            return Ok(PollResult::Delivered);
+        }
+    }
+}
+
+/// A watch on a key range: every change after its start revision, once, in order.
+pub struct Watch {
+    feed: Arc<ChangeFeed>,
+    backend: Arc<dyn Backend>,
+    range: KeyRange,
+    /// The database has been read through this revision (for this range).
+    scanned: i64,
+    /// The last revision handed to the caller.
+    delivered: i64,
+    pending: VecDeque<Event>,
+    live: Option<(mpsc::Receiver<Arc<Event>>, Arc<Mutex<Option<CloseReason>>>)>,
+    failure: Option<DatastoreError>,
+    finished: bool,
+}
+
+impl Watch {
+    pub(crate) fn new(feed: Arc<ChangeFeed>, backend: Arc<dyn Backend>, range: KeyRange, after: i64) -> Self {
+        metrics::WATCHERS_OPEN.inc();
+        Watch {
+            feed,
+            backend,
+            range,
+            scanned: after,
+            delivered: after,
+            pending: VecDeque::new(),
+            live: None,
+            failure: None,
+            finished: false,
+        }
+    }
+
+    /// A watch that fails at once with `error`.
+    pub(crate) fn failed(feed: Arc<ChangeFeed>, backend: Arc<dyn Backend>, range: KeyRange, error: DatastoreError) -> Self {
+        let mut watch = Watch::new(feed, backend, range, 0);
+        watch.failure = Some(error);
+        watch
+    }
+
+    /// The next change; `None` once the watch has ended (after an error, or shutdown).
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.delivered = event.revision;
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            if let Some(error) = self.failure.take() {
+                self.finished = true;
+                return Some(Err(error));
+            }
+            if let Some((queue, closed)) = self.live.as_mut() {
+                match queue.recv().await {
+                    Some(event) => {
+                        self.delivered = event.revision;
+                        return Some(Ok(Event::clone(&event)));
+                    }
+                    None => {
+                        self.finished = true;
+                        let reason = *closed.lock().unwrap_or_else(|p| p.into_inner());
+                        return match reason {
+                            Some(CloseReason::TooSlow) => Some(Err(DatastoreError::WatcherTooSlow {
+                                range: self.range.clone(),
+                                buffered: self.feed.watch_queue,
+                                revision: self.delivered,
+                            })),
+                            Some(CloseReason::Compacted { compact_revision }) => {
+                                Some(Err(DatastoreError::Compacted { requested: self.delivered, compact_revision }))
+                            }
+                            None => None,
+                        };
+                    }
+                }
+            }
+            if let Err(error) = self.catch_up().await {
+                self.failure = Some(error);
+            }
+        }
+    }
+
+    /// One step towards the live feed: a page from the database, or the hand-over.
+    async fn catch_up(&mut self) -> Result<()> {
+        let position = self.feed.position();
+        if self.scanned < position {
+            let compaction = self.backend.compaction_state().await?;
+            if self.scanned < compaction.compact_revision {
+                return Err(DatastoreError::Compacted {
+                    requested: self.scanned,
+                    compact_revision: compaction.compact_revision,
+                });
+            }
+            let events = metrics::observe(
+                StoreOp::History,
+                self.backend.history(self.scanned, position, Some(&self.range), PAGE),
+            )
+            .await?;
+            // Compaction may have moved past us while we read; then the page may be partial.
+            let compaction = self.backend.compaction_state().await?;
+            if self.scanned < compaction.compact_revision {
+                return Err(DatastoreError::Compacted {
+                    requested: self.scanned,
+                    compact_revision: compaction.compact_revision,
+                });
+            }
+            self.scanned = match events.last() {
+                Some(last) if events.len() == PAGE => last.revision,
+                _ => position,
+            };
+            self.pending.extend(events);
+            return Ok(());
+        }
+        let mut state = self.feed.lock();
+        let covered = state.position <= self.scanned
+            || state.recent.front().is_some_and(|oldest| oldest.revision <= self.scanned + 1);
+        if !covered {
+            // The feed moved on further than its memory reaches: read more from the database.
+            return Ok(());
+        }
+        for event in state.recent.iter().filter(|e| e.revision > self.scanned && self.range.contains(&e.key)) {
+            self.pending.push_back(Event::clone(event));
+        }
+        let next_revision = state.position.max(self.scanned) + 1;
+        self.scanned = next_revision - 1;
+        let (queue, receiver) = mpsc::channel(self.feed.watch_queue);
+        let closed = Arc::new(Mutex::new(None));
+        state.subscribers.push(Subscriber { range: self.range.clone(), next_revision, queue, closed: closed.clone() });
+        self.live = Some((receiver, closed));
+        Ok(())
+    }
+
+    /// The watch as a `Stream`.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Event>> + Send {
+        futures::stream::unfold(self, |mut watch| async move { watch.next().await.map(|item| (item, watch)) })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        metrics::WATCHERS_OPEN.dec();
+    }
+}

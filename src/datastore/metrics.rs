@@ -1,0 +1,109 @@
+//! Datastore metrics, registered next to the code they measure. Every backend call that
+//! matters goes through [`observe`], the one choke point for latency and outcome.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge, Histogram,
+    HistogramVec, IntCounterVec, IntGauge,
+};
+
+use super::error::Result;
+
+/// The datastore operations, as metric label values (a fixed set, never user input).
+#[derive(Debug, Clone, Copy)]
+pub enum StoreOp {
+    /// Read one key.
+    Get,
+    /// Read one key at a past revision.
+    GetAt,
+    /// Read a page of keys.
+    List,
+    /// Count keys.
+    Count,
+    /// One write transaction (a batch).
+    WriteBatch,
+    /// Read the change log.
+    History,
+    /// Read the revision counter.
+    Revision,
+    /// One compaction step.
+    CompactStep,
+}
+
+impl StoreOp {
+    fn label(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::GetAt => "get_at",
+            StoreOp::List => "list",
+            StoreOp::Count => "count",
+            StoreOp::WriteBatch => "write_batch",
+            StoreOp::History => "history",
+            StoreOp::Revision => "revision",
+            StoreOp::CompactStep => "compact_step",
+        }
+    }
+}
+
+static QUERY_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "capstan_datastore_query_duration_seconds",
+        "Latency of datastore operations by operation and outcome.",
+        &["operation", "outcome"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Writes per write transaction.
+pub static WRITE_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "capstan_datastore_write_batch_size",
+        "Writes gathered into one write transaction.",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// The newest revision the change feed has delivered.
+pub static FEED_REVISION: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("capstan_datastore_revision", "Newest revision seen by this server's change feed.")
+        .expect("datastore metric names are registered once")
+});
+
+/// Watchers cut off, by reason.
+pub static WATCHERS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "capstan_datastore_watchers_closed_total",
+        "Watchers closed by the datastore, by reason.",
+        &["reason"]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Open datastore watchers on this server.
+pub static WATCHERS_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("capstan_datastore_watchers", "Datastore watchers open on this server.")
+        .expect("datastore metric names are registered once")
+});
+
+/// History rows removed by compaction.
+pub static COMPACTED_ROWS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "capstan_datastore_compacted_rows_total",
+        "History rows removed by compaction."
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Runs `operation`, recording its latency and whether it succeeded.
+pub async fn observe<T>(op: StoreOp, operation: impl Future<Output = Result<T>>) -> Result<T> {
+    let started = Instant::now();
+    let result = operation.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    QUERY_SECONDS.with_label_values(&[op.label(), outcome]).observe(started.elapsed().as_secs_f64());
+    result
+}

@@ -1,0 +1,174 @@
+//! PostgreSQL: advisory locks for leaders, and LISTEN/NOTIFY so every server's change feed
+//! wakes the moment a write commits anywhere. The `kv_revision` trigger in the migration
+//! sends the notification inside the writing transaction, so it is delivered exactly when
+//! the write becomes visible.
+
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{Connection, Postgres};
+
+use super::backend::{ChangeSignal, Engine, LockLease};
+use super::config::DatastoreConfig;
+use super::error::{DatastoreError, Result};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates};
+use super::{connect_error, masked, migrate};
+
+/// The channel the revision trigger notifies on.
+const CHANNEL: &str = "capstan_revision";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+fn statements() -> &'static Statements {
+    static STATEMENTS: OnceLock<Statements> = OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        Templates {
+            for_update: " FOR UPDATE",
+            upsert_current_suffix: " ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, \
+                 create_revision = excluded.create_revision, expires_at = excluded.expires_at",
+            dollar_placeholders: true,
+        }
+        .build()
+    })
+}
+
+/// Connects (creating the database if it is missing and we may), migrates, and returns
+/// the backend.
+pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres>> {
+    let endpoint = masked(&config.endpoint);
+    let mut options = PgConnectOptions::from_str(&config.endpoint)
+        .map_err(|e| DatastoreError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?;
+    if let Some(ca) = &config.cafile {
+        options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
+    }
+    if let Some(cert) = &config.certfile {
+        options = options.ssl_client_cert(cert);
+    }
+    if let Some(key) = &config.keyfile {
+        options = options.ssl_client_key(key);
+    }
+    if !config.prepared_statements {
+        options = options.statement_cache_capacity(0);
+    }
+    let pool_options = PgPoolOptions::new()
+        .max_connections(config.max_connections.max(2))
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+
+    let pool = match pool_options.clone().connect_with(options.clone()).await {
+        Ok(pool) => pool,
+        Err(err) if is_missing_database(&err) => {
+            create_database(&options, &endpoint).await?;
+            pool_options.connect_with(options).await.map_err(connect_error(&endpoint))?
+        }
+        Err(err) => return Err(connect_error(&endpoint)(err)),
+    };
+    migrate(&MIGRATOR, &pool, &endpoint).await?;
+    let hooks = Arc::new(PgHooks { pool: pool.clone() });
+    Ok(SqlBackend { pool, sql: statements(), engine: Engine::Postgres, hooks })
+}
+
+fn is_missing_database(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
+}
+
+async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<()> {
+    let name = options.get_database().unwrap_or("capstan").to_string();
+    let maintenance = options.clone().database("postgres");
+    let mut conn = sqlx::PgConnection::connect_with(&maintenance).await.map_err(connect_error(endpoint))?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut conn).await;
+    match created {
+        Ok(_) => tracing::info!(database = %name, "created the datastore database"),
+        // Another server created it first.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+        Err(err) => return Err(connect_error(endpoint)(err)),
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+struct PgHooks {
+    pool: PgPool,
+}
+
+/// Advisory lock keys are 64-bit; names hash to them (FNV-1a, stable across releases).
+fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+#[async_trait]
+impl EngineHooks for PgHooks {
+    fn begin_write(&self) -> Option<&'static str> {
+        None
+    }
+
+    async fn try_lock(&self, name: &str, _holder: &str) -> Result<Option<Box<dyn LockLease>>> {
+        // The lock belongs to a session, so it gets a connection of its own, outside the
+        // pool: if this process dies the connection drops and the lock is free at once.
+        let mut conn = self.pool.acquire().await.map_err(DatastoreError::query("leader lock"))?.detach();
+        let key = lock_key(name);
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(DatastoreError::query("leader lock"))?;
+        if !held {
+            conn.close().await.ok();
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLock { conn, key })))
+    }
+
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
+        let mut listener =
+            PgListener::connect_with(&self.pool).await.map_err(DatastoreError::query("listen for changes"))?;
+        listener.listen(CHANNEL).await.map_err(DatastoreError::query("listen for changes"))?;
+        Ok(Some(Box::new(PgSignal { listener })))
+    }
+}
+
+struct PgLock {
+    conn: sqlx::PgConnection,
+    key: i64,
+}
+
+#[async_trait]
+impl LockLease for PgLock {
+    async fn still_held(&mut self) -> bool {
+        // The lock lives as long as the session; a live session means it is held.
+        self.conn.ping().await.is_ok()
+    }
+
+    async fn release(mut self: Box<Self>) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.key).execute(&mut self.conn).await;
+        self.conn.close().await.ok();
+    }
+}
+
+struct PgSignal {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl ChangeSignal for PgSignal {
+    async fn recv(&mut self) -> Result<()> {
+        // `try_recv` reports a lost connection as `None` instead of silently reconnecting,
+        // so the feed knows to poll for what it may have missed meanwhile.
+        match self.listener.try_recv().await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(DatastoreError::Query {
+                operation: "listen for changes",
+                source: sqlx::Error::Protocol("notification connection lost".into()),
+            }),
+            Err(err) => Err(DatastoreError::query("listen for changes")(err)),
+        }
+    }
+}

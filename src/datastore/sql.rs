@@ -1,0 +1,645 @@
+//! The SQL of the log, written once for all engines on top of sqlx's generic traits.
+//!
+//! Tables (see `migrations/<engine>/`):
+//! - `kv_history(revision PK, name, create_revision, prev_revision, deleted, value)`: every
+//!   change ever made and not yet compacted, one row per revision. Values live only here.
+//! - `kv_current(name PK, revision, create_revision, expires_at)`: one row per live key,
+//!   pointing at the history row that holds its value. Reads of current state walk this
+//!   table by primary key and join one history row per item, so a page costs O(page) no
+//!   matter how long the history is.
+//! - `kv_revision(id = 1, revision)`: the revision counter. Every write transaction locks
+//!   this row first, so writers are serialised, the revisions a transaction takes are
+//!   exactly the ones after the last committed one, and commit order equals revision order:
+//!   there are never gaps, and a reader that sees revision R has every revision below R
+//!   available too. The per-server writer (`writer.rs`) batches many operations into one
+//!   such transaction, which is what keeps throughput up despite the serial counter.
+//! - `kv_compaction(id = 1, compact_revision, compacted_through)`: the oldest readable
+//!   revision, and how far history cleaning has got.
+//! - `kv_lock(name PK, holder, expires_at)`: leases for engines without advisory locks.
+//!
+//! Statements are written with `?` placeholders and rewritten to `$n` for Postgres once at
+//! start-up; every value is bound, never spliced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+
+use super::backend::{
+    Backend, ChangeSignal, CompactionState, Engine, LockLease, PoolStats,
+};
+use super::error::{DatastoreError, Result};
+use super::types::{Event, EventKind, KeyRange, KeyValue, WriteOp, WriteOutcome};
+
+/// Rows per multi-row statement: 6 binds a history row keeps this under every engine's
+/// bind-parameter limit (SQLite's is the lowest at 32766).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The statement texts of one engine.
+pub(crate) struct Statements {
+    pub current_revision: &'static str,
+    pub compaction_state: &'static str,
+    /// Locks the counter row for the rest of the transaction.
+    pub lock_revision: &'static str,
+    pub set_revision: &'static str,
+    pub get: &'static str,
+    pub get_at: &'static str,
+    pub list_current: &'static str,
+    pub list_changed: &'static str,
+    pub count: &'static str,
+    pub history: &'static str,
+    pub history_in_range: &'static str,
+    pub expired: &'static str,
+    pub compact_predecessors: &'static str,
+    pub compact_tombstones: &'static str,
+    pub publish_compact: &'static str,
+    pub set_compacted_through: &'static str,
+    /// Appended to the multi-row insert into `kv_current` to make it an upsert.
+    pub upsert_current_suffix: &'static str,
+}
+
+/// Portable statement texts; `{for_update}` and `{upsert}` are filled per engine.
+pub(crate) struct Templates {
+    pub for_update: &'static str,
+    pub upsert_current_suffix: &'static str,
+    pub dollar_placeholders: bool,
+}
+
+impl Templates {
+    /// Builds the statements of an engine. Called once per engine per process (the texts
+    /// are kept for the life of the process, which prepared statement caches want anyway).
+    pub(crate) fn build(&self) -> Statements {
+        let text = |sql: &str| -> &'static str {
+            let sql = sql.replace("{for_update}", self.for_update);
+            let sql = if self.dollar_placeholders { number_placeholders(&sql) } else { sql };
+            Box::leak(sql.into_boxed_str())
+        };
+        Statements {
+            current_revision: text("SELECT revision FROM kv_revision WHERE id = 1"),
+            compaction_state: text(
+                "SELECT compact_revision, compacted_through FROM kv_compaction WHERE id = 1",
+            ),
+            lock_revision: text("SELECT revision FROM kv_revision WHERE id = 1{for_update}"),
+            set_revision: text("UPDATE kv_revision SET revision = ? WHERE id = 1"),
+            get: text(
+                "SELECT c.revision, c.create_revision, h.value FROM kv_current c \
+                 JOIN kv_history h ON h.revision = c.revision WHERE c.name = ?",
+            ),
+            get_at: text(
+                "SELECT revision, create_revision, deleted, value FROM kv_history \
+                 WHERE name = ? AND revision <= ? ORDER BY revision DESC LIMIT 1",
+            ),
+            list_current: text(
+                "SELECT c.name, c.revision, c.create_revision, h.value FROM kv_current c \
+                 JOIN kv_history h ON h.revision = c.revision \
+                 WHERE c.name >= ? AND c.name < ? AND c.revision <= ? ORDER BY c.name LIMIT ?",
+            ),
+            // Keys changed after the list revision: their state at that revision is the
+            // newest history row at or below it. Costs O(changes since the revision).
+            list_changed: text(
+                "SELECT h.name, h.revision, h.create_revision, h.deleted, h.value FROM \
+                 (SELECT DISTINCT name FROM kv_history WHERE revision > ? AND name >= ? AND name < ?) changed \
+                 JOIN kv_history h ON h.name = changed.name AND h.revision = \
+                 (SELECT MAX(m.revision) FROM kv_history m WHERE m.name = changed.name AND m.revision <= ?)",
+            ),
+            count: text("SELECT COUNT(*) FROM kv_current WHERE name >= ? AND name < ?"),
+            history: text(
+                "SELECT h.revision, h.name, h.create_revision, h.prev_revision, h.deleted, h.value, p.value \
+                 FROM kv_history h LEFT JOIN kv_history p ON p.revision = h.prev_revision \
+                 WHERE h.revision > ? AND h.revision <= ? ORDER BY h.revision LIMIT ?",
+            ),
+            history_in_range: text(
+                "SELECT h.revision, h.name, h.create_revision, h.prev_revision, h.deleted, h.value, p.value \
+                 FROM kv_history h LEFT JOIN kv_history p ON p.revision = h.prev_revision \
+                 WHERE h.revision > ? AND h.revision <= ? AND h.name >= ? AND h.name < ? \
+                 ORDER BY h.revision LIMIT ?",
+            ),
+            expired: text(
+                "SELECT name, revision FROM kv_current WHERE expires_at IS NOT NULL AND expires_at <= ? \
+                 ORDER BY expires_at LIMIT ?",
+            ),
+            compact_predecessors: text(
+                "SELECT prev_revision FROM kv_history WHERE revision > ? AND revision <= ? AND prev_revision > 0",
+            ),
+            compact_tombstones: text(
+                "DELETE FROM kv_history WHERE revision > ? AND revision <= ? AND deleted",
+            ),
+            publish_compact: text(
+                "UPDATE kv_compaction SET compact_revision = ? WHERE id = 1 AND compact_revision < ?",
+            ),
+            set_compacted_through: text(
+                "UPDATE kv_compaction SET compacted_through = ? WHERE id = 1 AND compacted_through < ?",
+            ),
+            upsert_current_suffix: self.upsert_current_suffix,
+        }
+    }
+}
+
+/// Rewrites `?` placeholders to `$1, $2, …` (the statements above contain no `?` inside
+/// string literals).
+fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The rows a statement changed (sqlx has no engine-neutral trait for this).
+pub(crate) trait RowsAffected {
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::mysql::MySqlQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// What differs per engine beyond statement text.
+#[async_trait]
+pub(crate) trait EngineHooks: Send + Sync {
+    /// The statement that opens a write transaction (SQLite takes its write lock up front
+    /// so the busy handler, not an immediate SQLITE_BUSY, deals with contention).
+    fn begin_write(&self) -> Option<&'static str>;
+    async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>>;
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>>;
+}
+
+/// The log on one sqlx pool.
+pub(crate) struct SqlBackend<DB: Database> {
+    pub pool: Pool<DB>,
+    pub sql: &'static Statements,
+    pub engine: Engine,
+    pub hooks: Arc<dyn EngineHooks>,
+}
+
+/// A key's row in `kv_current` as read inside a write transaction.
+#[derive(Clone, Copy)]
+struct CurrentState {
+    revision: i64,
+    create_revision: i64,
+}
+
+/// A history row about to be inserted.
+struct NewHistory<'a> {
+    revision: i64,
+    key: &'a str,
+    create_revision: i64,
+    prev_revision: i64,
+    deleted: bool,
+    value: &'a [u8],
+}
+
+/// What a batch leaves in `kv_current` for a key it touched.
+enum FinalState {
+    Live { revision: i64, create_revision: i64, expires_at: Option<i64> },
+    Gone,
+}
+
+fn expiry(now_ms: i64, ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|ttl| now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+}
+
+fn limit_param(limit: usize) -> i64 {
+    if limit == 0 { i64::MAX } else { i64::try_from(limit).unwrap_or(i64::MAX) }
+}
+
+
+impl<DB> SqlBackend<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
+    bool: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    String: Type<DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    Vec<u8>: Type<DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q [u8]: Type<DB> + Encode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    fn event_from_row(row: &DB::Row) -> std::result::Result<Event, sqlx::Error> {
+        let deleted: bool = row.try_get(4)?;
+        let value: Vec<u8> = row.try_get(5)?;
+        let prev_value: Option<Vec<u8>> = row.try_get(6)?;
+        Ok(Event {
+            revision: row.try_get(0)?,
+            key: row.try_get(1)?,
+            create_revision: row.try_get(2)?,
+            prev_revision: row.try_get(3)?,
+            kind: if deleted { EventKind::Delete } else { EventKind::Put },
+            value: if deleted { Bytes::new() } else { Bytes::from(value) },
+            prev_value: prev_value.map(Bytes::from),
+        })
+    }
+
+    async fn apply_in_transaction(
+        &self,
+        ops: &[WriteOp],
+        now_ms: i64,
+    ) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
+        let mut tx = match self.hooks.begin_write() {
+            Some(statement) => self.pool.begin_with(statement).await?,
+            None => self.pool.begin().await?,
+        };
+        let head: i64 = sqlx::query_scalar(self.sql.lock_revision).fetch_one(&mut *tx).await?;
+
+        // Current state of every key the batch touches, read under the counter lock, so
+        // nothing can change it before commit.
+        let mut state: HashMap<&str, Option<CurrentState>> = HashMap::new();
+        let mut keys: Vec<&str> = ops.iter().map(WriteOp::key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT name, revision, create_revision FROM kv_current WHERE name IN (",
+            );
+            let mut list = query.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            query.push(")");
+            for row in query.build().fetch_all(&mut *tx).await? {
+                let name: String = row.try_get(0)?;
+                let current = CurrentState { revision: row.try_get(1)?, create_revision: row.try_get(2)? };
+                if let Some(key) = chunk.iter().find(|k| **k == name) {
+                    state.insert(key, Some(current));
+                }
+            }
+        }
+        let existed_before: HashMap<&str, bool> =
+            keys.iter().map(|k| (*k, state.get(k).is_some_and(Option::is_some))).collect();
+
+        let mut revision = head;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut history: Vec<NewHistory<'_>> = Vec::with_capacity(ops.len());
+        let mut finals: HashMap<&str, FinalState> = HashMap::new();
+        for op in ops {
+            let key = op.key();
+            let current = state.get(key).copied().flatten();
+            let applies = match (op, current) {
+                (WriteOp::Create { .. }, existing) => existing.is_none(),
+                (WriteOp::Update { expected_revision, .. }, Some(c)) => c.revision == *expected_revision,
+                (WriteOp::Update { .. }, None) => false,
+                (WriteOp::Delete { expected_revision, .. }, Some(c)) => {
+                    expected_revision.is_none_or(|expected| expected == c.revision)
+                }
+                (WriteOp::Delete { .. }, None) => false,
+            };
+            if !applies {
+                outcomes.push(WriteOutcome::Conflict { current_revision: current.map(|c| c.revision) });
+                continue;
+            }
+            revision += 1;
+            let (create_revision, prev_revision) = match current {
+                Some(c) => (c.create_revision, c.revision),
+                None => (revision, 0),
+            };
+            match op {
+                WriteOp::Create { value, ttl, .. } | WriteOp::Update { value, ttl, .. } => {
+                    history.push(NewHistory { revision, key, create_revision, prev_revision, deleted: false, value });
+                    state.insert(key, Some(CurrentState { revision, create_revision }));
+                    finals.insert(
+                        key,
+                        FinalState::Live { revision, create_revision, expires_at: expiry(now_ms, *ttl) },
+                    );
+                }
+                WriteOp::Delete { .. } => {
+                    history.push(NewHistory { revision, key, create_revision, prev_revision, deleted: true, value: &[] });
+                    state.insert(key, None);
+                    finals.insert(key, FinalState::Gone);
+                }
+            }
+            outcomes.push(WriteOutcome::Applied { revision });
+        }
+
+        if revision == head {
+            // Nothing applied: no revision taken, nothing written.
+            tx.rollback().await?;
+            return Ok(outcomes);
+        }
+
+        for chunk in history.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO kv_history (revision, name, create_revision, prev_revision, deleted, value) ",
+            );
+            query.push_values(chunk, |mut row, h| {
+                row.push_bind(h.revision)
+                    .push_bind(h.key)
+                    .push_bind(h.create_revision)
+                    .push_bind(h.prev_revision)
+                    .push_bind(h.deleted)
+                    .push_bind(h.value);
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (key, last) in &finals {
+            match last {
+                FinalState::Live { revision, create_revision, expires_at } => {
+                    live.push((*key, *revision, *create_revision, *expires_at))
+                }
+                FinalState::Gone if existed_before.get(key).copied().unwrap_or(false) => gone.push(*key),
+                FinalState::Gone => {}
+            }
+        }
+        for chunk in live.chunks(ROWS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<DB>::new("INSERT INTO kv_current (name, revision, create_revision, expires_at) ");
+            query.push_values(chunk, |mut row, (key, revision, create_revision, expires_at)| {
+                row.push_bind(*key).push_bind(*revision).push_bind(*create_revision).push_bind(*expires_at);
+            });
+            query.push(self.sql.upsert_current_suffix);
+            query.build().execute(&mut *tx).await?;
+        }
+        for chunk in gone.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM kv_current WHERE name IN (");
+            let mut list = query.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            query.push(")");
+            query.build().execute(&mut *tx).await?;
+        }
+
+        sqlx::query(self.sql.set_revision).bind(revision).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+#[async_trait]
+impl<DB> Backend for SqlBackend<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    i64: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    Option<i64>: Type<DB> + for<'q> Encode<'q, DB>,
+    bool: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB>,
+    String: Type<DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q str: Type<DB> + Encode<'q, DB>,
+    Vec<u8>: Type<DB> + for<'r> Decode<'r, DB>,
+    for<'q> &'q [u8]: Type<DB> + Encode<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    async fn current_revision(&self) -> Result<i64> {
+        sqlx::query_scalar(self.sql.current_revision)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DatastoreError::query("read revision"))?
+            .ok_or_else(|| DatastoreError::Corrupt("the kv_revision row is missing".into()))
+    }
+
+    async fn compaction_state(&self) -> Result<CompactionState> {
+        let row = sqlx::query(self.sql.compaction_state)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DatastoreError::query("read compaction state"))?
+            .ok_or_else(|| DatastoreError::Corrupt("the kv_compaction row is missing".into()))?;
+        let decode = || -> std::result::Result<CompactionState, sqlx::Error> {
+            Ok(CompactionState { compact_revision: row.try_get(0)?, compacted_through: row.try_get(1)? })
+        };
+        decode().map_err(DatastoreError::query("read compaction state"))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let row = sqlx::query(self.sql.get)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DatastoreError::query("get"))?;
+        let Some(row) = row else { return Ok(None) };
+        let decode = || -> std::result::Result<KeyValue, sqlx::Error> {
+            let value: Vec<u8> = row.try_get(2)?;
+            Ok(KeyValue {
+                key: key.to_string(),
+                mod_revision: row.try_get(0)?,
+                create_revision: row.try_get(1)?,
+                value: Bytes::from(value),
+            })
+        };
+        decode().map(Some).map_err(DatastoreError::query("get"))
+    }
+
+    async fn get_at(&self, key: &str, revision: i64) -> Result<Option<KeyValue>> {
+        let row = sqlx::query(self.sql.get_at)
+            .bind(key)
+            .bind(revision)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(DatastoreError::query("get at revision"))?;
+        let Some(row) = row else { return Ok(None) };
+        let decode = || -> std::result::Result<Option<KeyValue>, sqlx::Error> {
+            let deleted: bool = row.try_get(2)?;
+            if deleted {
+                return Ok(None);
+            }
+            let value: Vec<u8> = row.try_get(3)?;
+            Ok(Some(KeyValue {
+                key: key.to_string(),
+                mod_revision: row.try_get(0)?,
+                create_revision: row.try_get(1)?,
+                value: Bytes::from(value),
+            }))
+        };
+        decode().map_err(DatastoreError::query("get at revision"))
+    }
+
+    async fn list_at(&self, range: &KeyRange, revision: i64, limit: usize) -> Result<(Vec<KeyValue>, bool)> {
+        // Ask for one more than the page to learn whether more follow.
+        let fetch = if limit == 0 { 0 } else { limit + 1 };
+        let unchanged = sqlx::query(self.sql.list_current)
+            .bind(range.start.as_str())
+            .bind(range.end.as_str())
+            .bind(revision)
+            .bind(limit_param(fetch))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DatastoreError::query("list"))?;
+        let changed = sqlx::query(self.sql.list_changed)
+            .bind(revision)
+            .bind(range.start.as_str())
+            .bind(range.end.as_str())
+            .bind(revision)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DatastoreError::query("list"))?;
+        let decode = || -> std::result::Result<Vec<KeyValue>, sqlx::Error> {
+            let mut items = Vec::with_capacity(unchanged.len() + changed.len());
+            for row in &unchanged {
+                let value: Vec<u8> = row.try_get(3)?;
+                items.push(KeyValue {
+                    key: row.try_get(0)?,
+                    mod_revision: row.try_get(1)?,
+                    create_revision: row.try_get(2)?,
+                    value: Bytes::from(value),
+                });
+            }
+            for row in &changed {
+                let deleted: bool = row.try_get(3)?;
+                if deleted {
+                    continue;
+                }
+                let value: Vec<u8> = row.try_get(4)?;
+                items.push(KeyValue {
+                    key: row.try_get(0)?,
+                    mod_revision: row.try_get(1)?,
+                    create_revision: row.try_get(2)?,
+                    value: Bytes::from(value),
+                });
+            }
+            Ok(items)
+        };
+        let mut items = decode().map_err(DatastoreError::query("list"))?;
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let more = limit != 0 && items.len() > limit;
+        if limit != 0 {
+            items.truncate(limit);
+        }
+        Ok((items, more))
+    }
+
+    async fn count(&self, range: &KeyRange) -> Result<i64> {
+        sqlx::query_scalar(self.sql.count)
+            .bind(range.start.as_str())
+            .bind(range.end.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(DatastoreError::query("count"))
+    }
+
+    async fn apply(&self, ops: &[WriteOp], now_ms: i64) -> Result<Vec<WriteOutcome>> {
+        self.apply_in_transaction(ops, now_ms).await.map_err(DatastoreError::query("write"))
+    }
+
+    async fn history(&self, after: i64, until: i64, range: Option<&KeyRange>, limit: usize) -> Result<Vec<Event>> {
+        let query = match range {
+            None => sqlx::query(self.sql.history).bind(after).bind(until).bind(limit_param(limit)),
+            Some(range) => sqlx::query(self.sql.history_in_range)
+                .bind(after)
+                .bind(until)
+                .bind(range.start.as_str())
+                .bind(range.end.as_str())
+                .bind(limit_param(limit)),
+        };
+        let rows = query.fetch_all(&self.pool).await.map_err(DatastoreError::query("read history"))?;
+        rows.iter()
+            .map(Self::event_from_row)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(DatastoreError::query("read history"))
+    }
+
+    async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(self.sql.expired)
+            .bind(now_ms)
+            .bind(limit_param(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DatastoreError::query("find expired keys"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(DatastoreError::query("find expired keys"))
+    }
+
+    async fn publish_compact_revision(&self, revision: i64) -> Result<()> {
+        sqlx::query(self.sql.publish_compact)
+            .bind(revision)
+            .bind(revision)
+            .execute(&self.pool)
+            .await
+            .map_err(DatastoreError::query("publish compact revision"))?;
+        Ok(())
+    }
+
+    async fn compact_range(&self, after: i64, through: i64) -> Result<u64> {
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            let superseded: Vec<i64> = sqlx::query_scalar(self.sql.compact_predecessors)
+                .bind(after)
+                .bind(through)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut removed = 0;
+            for chunk in superseded.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::<DB>::new("DELETE FROM kv_history WHERE revision IN (");
+                let mut list = query.separated(", ");
+                for revision in chunk {
+                    list.push_bind(*revision);
+                }
+                query.push(")");
+                removed += query.build().execute(&mut *tx).await?.rows();
+            }
+            removed += sqlx::query(self.sql.compact_tombstones)
+                .bind(after)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?
+                .rows();
+            sqlx::query(self.sql.set_compacted_through).bind(through).bind(through).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(removed)
+        };
+        run.await.map_err(DatastoreError::query("compact"))
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>> {
+        self.hooks.try_lock(name, holder).await
+    }
+
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
+        self.hooks.change_signal().await
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        PoolStats { size, idle }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(number_placeholders("a = ? AND b < ? LIMIT ?"), "a = $1 AND b < $2 LIMIT $3");
+    }
+}

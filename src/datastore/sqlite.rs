@@ -1,0 +1,141 @@
+//! The embedded SQLite file, the single-server default. WAL mode lets readers run beside
+//! the one writer; write transactions start with `BEGIN IMMEDIATE` so contention waits in
+//! SQLite's busy handler instead of failing with "database is locked". Leader locks are
+//! leases in the `kv_lock` table (there are no advisory locks), which also makes them
+//! correct for several store instances on one file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Sqlite;
+
+use super::backend::{ChangeSignal, Engine, LockLease};
+use super::config::DatastoreConfig;
+use super::error::{DatastoreError, Result};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates};
+use super::{connect_error, masked, migrate};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a leader lease lasts without renewal.
+const LEASE: Duration = Duration::from_secs(15);
+
+fn statements() -> &'static Statements {
+    static STATEMENTS: OnceLock<Statements> = OnceLock::new();
+    STATEMENTS.get_or_init(|| {
+        Templates {
+            for_update: "",
+            upsert_current_suffix: " ON CONFLICT (name) DO UPDATE SET revision = excluded.revision, \
+                 create_revision = excluded.create_revision, expires_at = excluded.expires_at",
+            dollar_placeholders: false,
+        }
+        .build()
+    })
+}
+
+/// Opens (creating the file and its folder if missing), migrates, and returns the backend.
+pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>> {
+    let endpoint = masked(&config.endpoint);
+    let path = config
+        .endpoint
+        .strip_prefix("sqlite://")
+        .or_else(|| config.endpoint.strip_prefix("sqlite:"))
+        .unwrap_or(&config.endpoint);
+    let (file, _query) = path.split_once('?').unwrap_or((path, ""));
+    if file.is_empty() {
+        return Err(DatastoreError::InvalidEndpoint { endpoint, reason: "no file path given".into() });
+    }
+    if file != ":memory:" {
+        if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| DatastoreError::InvalidEndpoint {
+                endpoint: endpoint.clone(),
+                reason: format!("cannot create folder {}: {e}", parent.display()),
+            })?;
+        }
+    }
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+        .map_err(|e| DatastoreError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(config.max_connections.clamp(2, 8))
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .connect_with(options)
+        .await
+        .map_err(connect_error(&endpoint))?;
+    migrate(&MIGRATOR, &pool, &endpoint).await?;
+    let hooks = Arc::new(SqliteHooks { pool: pool.clone() });
+    Ok(SqlBackend { pool, sql: statements(), engine: Engine::Sqlite, hooks })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+struct SqliteHooks {
+    pool: SqlitePool,
+}
+
+#[async_trait]
+impl EngineHooks for SqliteHooks {
+    fn begin_write(&self) -> Option<&'static str> {
+        Some("BEGIN IMMEDIATE")
+    }
+
+    async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>> {
+        let lease = SqliteLease { pool: self.pool.clone(), name: name.to_string(), holder: holder.to_string() };
+        Ok(if lease.claim().await? { Some(Box::new(lease)) } else { None })
+    }
+
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
+        Ok(None)
+    }
+}
+
+struct SqliteLease {
+    pool: SqlitePool,
+    name: String,
+    holder: String,
+}
+
+impl SqliteLease {
+    /// Takes or renews the lease: free, expired, or already ours.
+    async fn claim(&self) -> Result<bool> {
+        let now = now_ms();
+        let expires = now + LEASE.as_millis() as i64;
+        let result = sqlx::query(
+            "INSERT INTO kv_lock (name, holder, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE kv_lock.holder = excluded.holder OR kv_lock.expires_at < ?",
+        )
+        .bind(self.name.as_str())
+        .bind(self.holder.as_str())
+        .bind(expires)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(DatastoreError::query("leader lock"))?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl LockLease for SqliteLease {
+    async fn still_held(&mut self) -> bool {
+        self.claim().await.unwrap_or(false)
+    }
+
+    async fn release(self: Box<Self>) {
+        let _ = sqlx::query("DELETE FROM kv_lock WHERE name = ? AND holder = ?")
+            .bind(self.name.as_str())
+            .bind(self.holder.as_str())
+            .execute(&self.pool)
+            .await;
+    }
+}
