@@ -1,9 +1,10 @@
 //! `capstan bench datastore`: drives N store instances (as N servers would) on one
 //! database and checks what users of kine have learned to fear.
 //!
-//! Writers do compare-and-swap writes on random keys and on a few hot keys (so conflicts
-//! happen), without reading first: each remembers the revisions it has seen, exactly like
-//! an API server retrying a stale update. Watchers on every instance watch the run's
+//! Writers do compare-and-swap writes on random keys of their own and on a few hot keys
+//! shared by all (so conflicts happen where they do in a cluster: on contended objects),
+//! without reading first: each remembers the revisions it has seen, exactly like an API
+//! server retrying a stale update. Watchers on every instance watch the run's
 //! prefix from the revision before the load and must receive every applied revision once
 //! and in order; the delivery latency is measured from the writing transaction's commit to
 //! the watcher, and reported separately for watchers on another instance than the writer
@@ -49,7 +50,7 @@ pub struct DatastoreBenchArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     pub value_bytes: usize,
-    /// Distinct random keys the writers pick from.
+    /// Distinct random keys, split evenly among the writers.
     #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
     /// Hot keys that a share of the writes contend on.
@@ -67,6 +68,9 @@ pub struct DatastoreBenchArgs {
     /// Write this many revisions of history first, then compact them during the load.
     #[arg(long, default_value_t = 0)]
     pub compact_backlog: usize,
+    /// The change feed's idle poll interval (the datastore's `poll-interval-ms`).
+    #[arg(long, default_value_t = DatastoreConfig::default().poll_interval_ms)]
+    pub poll_interval_ms: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -193,15 +197,23 @@ pub async fn run(args: DatastoreBenchArgs) -> anyhow::Result<()> {
 pub async fn measure(args: &DatastoreBenchArgs) -> anyhow::Result<DatastoreBenchReport> {
     anyhow::ensure!(args.servers >= 1, "--servers must be at least 1");
     anyhow::ensure!(args.writers >= 1, "--writers must be at least 1");
-    anyhow::ensure!((0.0..=1.0).contains(&args.hot_share), "--hot-share must be between 0 and 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.hot_share),
+        "--hot-share must be between 0 and 1"
+    );
     let mut config = DatastoreConfig::for_endpoint(args.endpoint.clone());
     config.write_batch_max = 512;
+    config.poll_interval_ms = args.poll_interval_ms;
     config.max_connections = 16;
     // The bench compacts on its own schedule.
     config.compact_interval_seconds = u64::MAX / 4;
     let mut stores = Vec::with_capacity(args.servers);
     for _ in 0..args.servers {
-        stores.push(Store::open(&config).await.with_context(|| "opening the datastore")?);
+        stores.push(
+            Store::open(&config)
+                .await
+                .with_context(|| "opening the datastore")?,
+        );
     }
     let result = drive(args, &stores).await;
     for store in &stores {
@@ -210,7 +222,10 @@ pub async fn measure(args: &DatastoreBenchArgs) -> anyhow::Result<DatastoreBench
     result
 }
 
-async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<DatastoreBenchReport> {
+async fn drive(
+    args: &DatastoreBenchArgs,
+    stores: &[Store],
+) -> anyhow::Result<DatastoreBenchReport> {
     let run_id: u32 = rand::rng().random();
     let prefix = format!("/bench/{run_id:08x}/");
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
@@ -221,9 +236,18 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
     }
     let mut backlog_revisions = 0;
     if args.compact_backlog > 0 {
-        progress(args, &format!("writing a backlog of {} revisions", args.compact_backlog));
+        progress(
+            args,
+            &format!("writing a backlog of {} revisions", args.compact_backlog),
+        );
         let before = stores[0].current_revision().await?;
-        backlog(&stores[0], &format!("{prefix}backlog/"), args.compact_backlog, &value).await?;
+        backlog(
+            &stores[0],
+            &format!("{prefix}backlog/"),
+            args.compact_backlog,
+            &value,
+        )
+        .await?;
         backlog_revisions = stores[0].current_revision().await? - before;
     }
 
@@ -248,6 +272,7 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
         writers.spawn(write_until_stopped(
             stores[instance].clone(),
             instance,
+            writer,
             prefix.clone(),
             args.clone(),
             value.clone(),
@@ -256,7 +281,12 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
     }
     let mut readers = JoinSet::new();
     for store in stores {
-        readers.spawn(read_until_stopped(store.clone(), prefix.clone(), args.list_page, load_stop.clone()));
+        readers.spawn(read_until_stopped(
+            store.clone(),
+            prefix.clone(),
+            args.list_page,
+            load_stop.clone(),
+        ));
     }
 
     let started = Instant::now();
@@ -265,7 +295,10 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
         tokio::time::sleep(deadline / 2).await;
         let compact_from = Instant::now();
         let target = stores[0].current_revision().await? - 1;
-        progress(args, &format!("compacting through revision {target} while writers run"));
+        progress(
+            args,
+            &format!("compacting through revision {target} while writers run"),
+        );
         let stats = stores[0].compact(target, &CancellationToken::new()).await?;
         compaction = Some((compact_from, stats, compact_from.elapsed()));
         let remaining = deadline.saturating_sub(started.elapsed());
@@ -288,7 +321,11 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
     }
 
     // Let the watchers drain: every applied revision should arrive within a few seconds.
-    let last_applied = logs.iter().flat_map(|l| l.applied.iter().map(|w| w.revision)).max().unwrap_or(start_revision);
+    let last_applied = logs
+        .iter()
+        .flat_map(|l| l.applied.iter().map(|w| w.revision))
+        .max()
+        .unwrap_or(start_revision);
     wait_for_watchers(stores, &watch_range, last_applied).await;
     stop.cancel();
     let mut watcher_logs = Vec::new();
@@ -304,10 +341,18 @@ async fn drive(args: &DatastoreBenchArgs, stores: &[Store]) -> anyhow::Result<Da
             .iter()
             .flat_map(|l| l.applied.iter())
             .partition(|w| w.started < compact_from);
-        let during: Vec<_> = during.into_iter().filter(|w| w.started < compact_from + took).collect();
-        report.baseline_write_p99_ms = Some(percentile_ms(before.iter().map(|w| w.committed_at - w.started).collect(), 0.99));
-        report.compaction_write_p99_ms =
-            Some(percentile_ms(during.iter().map(|w| w.committed_at - w.started).collect(), 0.99));
+        let during: Vec<_> = during
+            .into_iter()
+            .filter(|w| w.started < compact_from + took)
+            .collect();
+        report.baseline_write_p99_ms = Some(percentile_ms(
+            before.iter().map(|w| w.committed_at - w.started).collect(),
+            0.99,
+        ));
+        report.compaction_write_p99_ms = Some(percentile_ms(
+            during.iter().map(|w| w.committed_at - w.started).collect(),
+            0.99,
+        ));
         report.compaction_revisions = Some(backlog_revisions);
         report.compaction_steps = Some(stats.steps);
         report.compaction_rows_removed = Some(stats.rows_removed);
@@ -332,7 +377,9 @@ async fn preload(store: &Store, prefix: &str, count: usize, value: &Bytes) -> an
         let prefix = prefix.to_string();
         tasks.spawn(async move {
             for i in (task * per_task)..((task + 1) * per_task).min(count) {
-                store.create(&format!("{prefix}{i:09}"), value.clone()).await?;
+                store
+                    .create(&format!("{prefix}{i:09}"), value.clone())
+                    .await?;
             }
             anyhow::Ok(())
         });
@@ -344,7 +391,12 @@ async fn preload(store: &Store, prefix: &str, count: usize, value: &Bytes) -> an
 }
 
 /// Writes `revisions` updates over 1000 keys, so nearly all of the history is superseded.
-async fn backlog(store: &Store, prefix: &str, revisions: usize, value: &Bytes) -> anyhow::Result<()> {
+async fn backlog(
+    store: &Store,
+    prefix: &str,
+    revisions: usize,
+    value: &Bytes,
+) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     let per_task = revisions.div_ceil(256);
     for task in 0..256 {
@@ -355,10 +407,17 @@ async fn backlog(store: &Store, prefix: &str, revisions: usize, value: &Bytes) -
             let mut known: Option<i64> = None;
             for _ in 0..per_task {
                 let op = match known {
-                    None => WriteOp::Create { key: key.clone(), value: value.clone(), ttl: None },
-                    Some(expected_revision) => {
-                        WriteOp::Update { key: key.clone(), value: value.clone(), expected_revision, ttl: None }
-                    }
+                    None => WriteOp::Create {
+                        key: key.clone(),
+                        value: value.clone(),
+                        ttl: None,
+                    },
+                    Some(expected_revision) => WriteOp::Update {
+                        key: key.clone(),
+                        value: value.clone(),
+                        expected_revision,
+                        ttl: None,
+                    },
                 };
                 match store.write(op).await?.outcome {
                     WriteOutcome::Applied { revision } => known = Some(revision),
@@ -377,6 +436,7 @@ async fn backlog(store: &Store, prefix: &str, revisions: usize, value: &Bytes) -
 async fn write_until_stopped(
     store: Store,
     instance: usize,
+    writer: usize,
     prefix: String,
     args: DatastoreBenchArgs,
     value: Bytes,
@@ -385,18 +445,32 @@ async fn write_until_stopped(
     let mut log = WriterLog::default();
     let mut known: HashMap<String, i64> = HashMap::new();
     let mut rng = rand::rngs::StdRng::from_os_rng();
+    let own_keys = (args.keys / args.writers).max(1);
     while !stop.is_cancelled() {
         let key = if args.hot_keys > 0 && rng.random_bool(args.hot_share) {
             format!("{prefix}k/hot-{}", rng.random_range(0..args.hot_keys))
         } else {
-            format!("{prefix}k/key-{:08}", rng.random_range(0..args.keys.max(1)))
+            format!(
+                "{prefix}k/key-{:08}",
+                writer * own_keys + rng.random_range(0..own_keys)
+            )
         };
         let op = match known.get(&key) {
-            None => WriteOp::Create { key: key.clone(), value: value.clone(), ttl: None },
-            Some(&expected) if rng.random_bool(0.05) => WriteOp::Delete { key: key.clone(), expected_revision: Some(expected) },
-            Some(&expected_revision) => {
-                WriteOp::Update { key: key.clone(), value: value.clone(), expected_revision, ttl: None }
-            }
+            None => WriteOp::Create {
+                key: key.clone(),
+                value: value.clone(),
+                ttl: None,
+            },
+            Some(&expected) if rng.random_bool(0.05) => WriteOp::Delete {
+                key: key.clone(),
+                expected_revision: Some(expected),
+            },
+            Some(&expected_revision) => WriteOp::Update {
+                key: key.clone(),
+                value: value.clone(),
+                expected_revision,
+                ttl: None,
+            },
         };
         let deleting = matches!(op, WriteOp::Delete { .. });
         let started = Instant::now();
@@ -408,7 +482,12 @@ async fn write_until_stopped(
                     } else {
                         known.insert(key, revision);
                     }
-                    log.applied.push(AppliedWrite { revision, instance, committed_at: committed.committed_at, started });
+                    log.applied.push(AppliedWrite {
+                        revision,
+                        instance,
+                        committed_at: committed.committed_at,
+                        started,
+                    });
                 }
                 WriteOutcome::Conflict { current_revision } => {
                     log.conflicts += 1;
@@ -428,7 +507,12 @@ async fn write_until_stopped(
     log
 }
 
-async fn read_until_stopped(store: Store, prefix: String, page: usize, stop: CancellationToken) -> ReaderLog {
+async fn read_until_stopped(
+    store: Store,
+    prefix: String,
+    page: usize,
+    stop: CancellationToken,
+) -> ReaderLog {
     let mut log = ReaderLog::default();
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let range = KeyRange::prefix(&format!("{prefix}k/"));
@@ -440,7 +524,14 @@ async fn read_until_stopped(store: Store, prefix: String, page: usize, stop: Can
         }
         // A page starting at a random point of the range, as a paging client would read.
         let start = format!("{prefix}k/{}", random_start(&mut rng));
-        let request = ListRequest { range: KeyRange { start, end: range.end.clone() }, revision: None, limit: page };
+        let request = ListRequest {
+            range: KeyRange {
+                start,
+                end: range.end.clone(),
+            },
+            revision: None,
+            limit: page,
+        };
         let started = Instant::now();
         if store.list(&request).await.is_ok() {
             log.lists.push(started.elapsed());
@@ -457,8 +548,16 @@ fn random_start(rng: &mut impl Rng) -> String {
     }
 }
 
-async fn watch_until_stopped(mut watch: crate::datastore::Watch, instance: usize, stop: CancellationToken) -> WatcherLog {
-    let mut log = WatcherLog { instance, received: Vec::new(), errors: 0 };
+async fn watch_until_stopped(
+    mut watch: crate::datastore::Watch,
+    instance: usize,
+    stop: CancellationToken,
+) -> WatcherLog {
+    let mut log = WatcherLog {
+        instance,
+        received: Vec::new(),
+        errors: 0,
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -496,14 +595,21 @@ fn summarise(
     reads: &ReaderLog,
     watchers: &[WatcherLog],
 ) -> DatastoreBenchReport {
-    let applied: HashMap<i64, &AppliedWrite> =
-        writers.iter().flat_map(|l| l.applied.iter()).map(|w| (w.revision, w)).collect();
+    let applied: HashMap<i64, &AppliedWrite> = writers
+        .iter()
+        .flat_map(|l| l.applied.iter())
+        .map(|w| (w.revision, w))
+        .collect();
     let writes = applied.len() as u64;
-    let write_latencies: Vec<Duration> = applied.values().map(|w| w.committed_at - w.started).collect();
+    let write_latencies: Vec<Duration> = applied
+        .values()
+        .map(|w| w.committed_at - w.started)
+        .collect();
 
     let mut all_delivery = Vec::new();
     let mut cross_delivery = Vec::new();
-    let (mut missed, mut duplicated, mut out_of_order, mut received, mut watch_errors) = (0, 0, 0, 0, 0);
+    let (mut missed, mut duplicated, mut out_of_order, mut received, mut watch_errors) =
+        (0, 0, 0, 0, 0);
     for watcher in watchers {
         watch_errors += watcher.errors;
         received += watcher.received.len() as u64;
@@ -579,18 +685,48 @@ fn percentile_ms_ref(samples: &[Duration], quantile: f64) -> f64 {
 }
 
 fn print_text(r: &DatastoreBenchReport) {
-    println!("engine {}: {} server(s), {} writers, {} watchers, {:.1} s, {}-byte values", r.engine, r.servers, r.writers, r.watchers, r.duration_s, r.value_bytes);
-    println!("writes        {:>10} applied  {:>9.0}/s  conflicts {}  errors {}", r.writes, r.writes_per_sec, r.conflicts, r.write_errors);
-    println!("write latency p50 {:>8.2} ms  p99 {:>8.2} ms", r.write_p50_ms, r.write_p99_ms);
-    println!("get latency   p50 {:>8.2} ms  p99 {:>8.2} ms", r.get_p50_ms, r.get_p99_ms);
-    println!("list {:>4}     p50 {:>8.2} ms  p99 {:>8.2} ms  (table ~{} keys)", 500, r.list_p50_ms, r.list_p99_ms, r.list_table_keys);
-    println!("watch delivery p50 {:>7.2} ms  p99 {:>8.2} ms  (cross-server p50 {:.2} ms, p99 {:.2} ms)", r.watch_p50_ms, r.watch_p99_ms, r.cross_server_watch_p50_ms, r.cross_server_watch_p99_ms);
-    println!("events received {}  missed {}  duplicated {}  out of order {}  watch errors {}", r.events_received, r.events_missed, r.events_duplicated, r.events_out_of_order, r.watch_errors);
+    println!(
+        "engine {}: {} server(s), {} writers, {} watchers, {:.1} s, {}-byte values",
+        r.engine, r.servers, r.writers, r.watchers, r.duration_s, r.value_bytes
+    );
+    println!(
+        "writes        {:>10} applied  {:>9.0}/s  conflicts {}  errors {}",
+        r.writes, r.writes_per_sec, r.conflicts, r.write_errors
+    );
+    println!(
+        "write latency p50 {:>8.2} ms  p99 {:>8.2} ms",
+        r.write_p50_ms, r.write_p99_ms
+    );
+    println!(
+        "get latency   p50 {:>8.2} ms  p99 {:>8.2} ms",
+        r.get_p50_ms, r.get_p99_ms
+    );
+    println!(
+        "list {:>4}     p50 {:>8.2} ms  p99 {:>8.2} ms  (table ~{} keys)",
+        500, r.list_p50_ms, r.list_p99_ms, r.list_table_keys
+    );
+    println!(
+        "watch delivery p50 {:>7.2} ms  p99 {:>8.2} ms  (cross-server p50 {:.2} ms, p99 {:.2} ms)",
+        r.watch_p50_ms, r.watch_p99_ms, r.cross_server_watch_p50_ms, r.cross_server_watch_p99_ms
+    );
+    println!(
+        "events received {}  missed {}  duplicated {}  out of order {}  watch errors {}",
+        r.events_received,
+        r.events_missed,
+        r.events_duplicated,
+        r.events_out_of_order,
+        r.watch_errors
+    );
     if let (Some(base), Some(during)) = (r.baseline_write_p99_ms, r.compaction_write_p99_ms) {
         println!(
             "compaction    {} revisions in {:.1} s, {} steps (longest {:.1} ms), {} rows removed; write p99 {:.2} ms before, {:.2} ms during",
-            r.compaction_revisions.unwrap_or(0), r.compaction_seconds.unwrap_or(0.0), r.compaction_steps.unwrap_or(0),
-            r.compaction_longest_step_ms.unwrap_or(0.0), r.compaction_rows_removed.unwrap_or(0), base, during
+            r.compaction_revisions.unwrap_or(0),
+            r.compaction_seconds.unwrap_or(0.0),
+            r.compaction_steps.unwrap_or(0),
+            r.compaction_longest_step_ms.unwrap_or(0.0),
+            r.compaction_rows_removed.unwrap_or(0),
+            base,
+            during
         );
     }
 }

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::Store;
 use super::backend::LockLease;
 use super::error::Result;
 use super::metrics::{self, StoreOp};
 use super::types::{WriteOp, WriteOutcome};
-use super::Store;
 
 /// Name of the leader lock for datastore upkeep.
 pub const MAINTENANCE_LOCK: &str = "datastore-maintenance";
@@ -51,12 +51,16 @@ impl Store {
         }
         let compact_revision = target.max(state.compact_revision);
         let step = self.inner.config.compact_step_revisions.max(1);
-        let mut stats = CompactStats { compact_revision, ..Default::default() };
+        let mut stats = CompactStats {
+            compact_revision,
+            ..Default::default()
+        };
         let mut through = state.compacted_through;
         while through < compact_revision && !stop.is_cancelled() {
             let end = (through + step).min(compact_revision);
             let started = Instant::now();
-            let removed = metrics::observe(StoreOp::CompactStep, backend.compact_range(through, end)).await?;
+            let removed =
+                metrics::observe(StoreOp::CompactStep, backend.compact_range(through, end)).await?;
             stats.longest_step = stats.longest_step.max(started.elapsed());
             stats.steps += 1;
             stats.rows_removed += removed;
@@ -71,10 +75,17 @@ impl Store {
     /// Deletes keys whose TTL has passed (each with a compare on its revision, so a key
     /// rewritten meanwhile survives). Returns how many were deleted.
     pub async fn expire_keys(&self) -> Result<usize> {
-        let expired = self.inner.backend.expired(super::writer::now_ms(), 500).await?;
+        let expired = self
+            .inner
+            .backend
+            .expired(super::writer::now_ms(), 500)
+            .await?;
         let mut deleted = 0;
         let writes = expired.into_iter().map(|(key, revision)| {
-            self.write(WriteOp::Delete { key, expected_revision: Some(revision) })
+            self.write(WriteOp::Delete {
+                key,
+                expected_revision: Some(revision),
+            })
         });
         for result in futures::future::join_all(writes).await {
             if matches!(result?.outcome, WriteOutcome::Applied { .. }) {
@@ -93,7 +104,12 @@ pub async fn run_maintenance(store: Store, holder: String, shutdown: Cancellatio
     // (when, revision) samples, to find the newest revision older than the time window.
     let mut samples: VecDeque<(Instant, i64)> = VecDeque::new();
     while !shutdown.is_cancelled() {
-        let lease = match store.inner.backend.try_lock(MAINTENANCE_LOCK, &holder).await {
+        let lease = match store
+            .inner
+            .backend
+            .try_lock(MAINTENANCE_LOCK, &holder)
+            .await
+        {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 sleep_or_stop(Duration::from_secs(2), &shutdown).await;
@@ -152,7 +168,11 @@ async fn lead(
                 break;
             }
             aged = revision;
-            if samples.len() > 1 && samples.get(1).is_some_and(|(w, _)| w.elapsed() >= retain_for) {
+            if samples.len() > 1
+                && samples
+                    .get(1)
+                    .is_some_and(|(w, _)| w.elapsed() >= retain_for)
+            {
                 samples.pop_front();
             } else {
                 break;

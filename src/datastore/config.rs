@@ -73,7 +73,10 @@ impl Default for DatastoreConfig {
 impl DatastoreConfig {
     /// A config for `endpoint` with every other setting at its default.
     pub fn for_endpoint(endpoint: impl Into<String>) -> Self {
-        DatastoreConfig { endpoint: endpoint.into(), ..Default::default() }
+        DatastoreConfig {
+            endpoint: endpoint.into(),
+            ..Default::default()
+        }
     }
 
     pub(crate) fn poll_interval(&self) -> Duration {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{Backend, ChangeSignal};
@@ -33,6 +33,9 @@ use super::types::{Event, KeyRange};
 
 /// Rows read per poll or catch-up query.
 const PAGE: usize = 1000;
+
+/// A poll slower than this is logged: it delays every watcher on this server.
+const SLOW: Duration = Duration::from_millis(20);
 
 /// Why the feed closed a watcher's queue.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +71,11 @@ pub(crate) struct ChangeFeed {
 impl ChangeFeed {
     pub(crate) fn new(position: i64, config: &DatastoreConfig) -> Self {
         ChangeFeed {
-            state: Mutex::new(FeedState { position, recent: VecDeque::new(), subscribers: Vec::new() }),
+            state: Mutex::new(FeedState {
+                position,
+                recent: VecDeque::new(),
+                subscribers: Vec::new(),
+            }),
             wake: Notify::new(),
             recent_capacity: config.recent_events.max(1),
             watch_queue: config.watch_queue.max(1),
@@ -78,7 +85,9 @@ impl ChangeFeed {
     fn lock(&self) -> MutexGuard<'_, FeedState> {
         // A panic while holding this lock would be a bug in the fan-out below; the state
         // is still consistent (every step leaves it whole), so keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Asks the poller to look for new changes now.
@@ -103,8 +112,11 @@ impl ChangeFeed {
                 match sub.queue.try_send(event.clone()) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CloseReason::TooSlow);
-                        metrics::WATCHERS_CLOSED.with_label_values(&["too_slow"]).inc();
+                        *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(CloseReason::TooSlow);
+                        metrics::WATCHERS_CLOSED
+                            .with_label_values(&["too_slow"])
+                            .inc();
                         false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -124,8 +136,11 @@ impl ChangeFeed {
     fn reset(&self, resume_after: i64, compact_revision: i64) {
         let mut state = self.lock();
         for sub in state.subscribers.drain(..) {
-            *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) = Some(CloseReason::Compacted { compact_revision });
-            metrics::WATCHERS_CLOSED.with_label_values(&["compacted"]).inc();
+            *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(CloseReason::Compacted { compact_revision });
+            metrics::WATCHERS_CLOSED
+                .with_label_values(&["compacted"])
+                .inc();
         }
         state.recent.clear();
         state.position = resume_after;
@@ -149,10 +164,13 @@ pub(crate) async fn run_poller(
         if signal.is_none() && Instant::now() >= next_signal_attempt {
             match backend.change_signal().await {
                 Ok(s) => signal = s,
-                Err(err) => tracing::warn!(error = %err, "change notifications unavailable; polling"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "change notifications unavailable; polling")
+                }
             }
             // Engines without a signal are not asked again; broken ones are retried.
-            next_signal_attempt = Instant::now() + Duration::from_secs(if signal.is_some() { 0 } else { 5 });
+            next_signal_attempt =
+                Instant::now() + Duration::from_secs(if signal.is_some() { 0 } else { 5 });
             if signal.is_none() && backend.engine() != super::backend::Engine::Postgres {
                 next_signal_attempt = Instant::now() + Duration::from_secs(u32::MAX as u64);
             }
@@ -187,7 +205,10 @@ pub(crate) async fn run_poller(
             Ok(PollResult::WaitingForGap(revision)) => {
                 let since = *gap_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > Duration::from_secs(10) {
-                    tracing::error!(revision, "revision {revision} is still not visible after 10 s; waiting (never skipping) for it");
+                    tracing::error!(
+                        revision,
+                        "revision {revision} is still not visible after 10 s; waiting (never skipping) for it"
+                    );
                     gap_since = Some(Instant::now());
                 }
                 interval = busy;
@@ -210,16 +231,39 @@ async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResul
     let mut delivered = false;
     loop {
         let position = feed.position();
-        let events = metrics::observe(StoreOp::History, backend.history(position, i64::MAX, None, PAGE)).await?;
+        let started = Instant::now();
+        let events = metrics::observe(
+            StoreOp::History,
+            backend.history(position, i64::MAX, None, PAGE),
+        )
+        .await?;
+        if started.elapsed() > SLOW {
+            let pool = backend.pool_stats();
+            tracing::warn!(
+                position,
+                rows = events.len(),
+                pool_size = pool.size,
+                pool_idle = pool.idle,
+                took_ms = started.elapsed().as_millis() as u64,
+                "slow change feed poll"
+            );
+        }
         let fetched = events.len();
         let Some(first) = events.first() else {
-            return Ok(if delivered { PollResult::Delivered } else { PollResult::Nothing });
+            return Ok(if delivered {
+                PollResult::Delivered
+            } else {
+                PollResult::Nothing
+            });
         };
         if first.revision != position + 1 {
             let compaction = backend.compaction_state().await?;
             if position < compaction.compact_revision {
-                tracing::warn!(position, compact_revision = compaction.compact_revision,
-                    "change feed fell behind compaction; closing watchers so they re-list");
+                tracing::warn!(
+                    position,
+                    compact_revision = compaction.compact_revision,
+                    "change feed fell behind compaction; closing watchers so they re-list"
+                );
                 feed.reset(first.revision - 1, compaction.compact_revision);
                 continue;
             }
@@ -263,7 +307,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    pub(crate) fn new(feed: Arc<ChangeFeed>, backend: Arc<dyn Backend>, range: KeyRange, after: i64) -> Self {
+    pub(crate) fn new(
+        feed: Arc<ChangeFeed>,
+        backend: Arc<dyn Backend>,
+        range: KeyRange,
+        after: i64,
+    ) -> Self {
         metrics::WATCHERS_OPEN.inc();
         Watch {
             feed,
@@ -279,7 +328,12 @@ impl Watch {
     }
 
     /// A watch that fails at once with `error`.
-    pub(crate) fn failed(feed: Arc<ChangeFeed>, backend: Arc<dyn Backend>, range: KeyRange, error: DatastoreError) -> Self {
+    pub(crate) fn failed(
+        feed: Arc<ChangeFeed>,
+        backend: Arc<dyn Backend>,
+        range: KeyRange,
+        error: DatastoreError,
+    ) -> Self {
         let mut watch = Watch::new(feed, backend, range, 0);
         watch.failure = Some(error);
         watch
@@ -309,13 +363,18 @@ impl Watch {
                         self.finished = true;
                         let reason = *closed.lock().unwrap_or_else(|p| p.into_inner());
                         return match reason {
-                            Some(CloseReason::TooSlow) => Some(Err(DatastoreError::WatcherTooSlow {
-                                range: self.range.clone(),
-                                buffered: self.feed.watch_queue,
-                                revision: self.delivered,
-                            })),
+                            Some(CloseReason::TooSlow) => {
+                                Some(Err(DatastoreError::WatcherTooSlow {
+                                    range: self.range.clone(),
+                                    buffered: self.feed.watch_queue,
+                                    revision: self.delivered,
+                                }))
+                            }
                             Some(CloseReason::Compacted { compact_revision }) => {
-                                Some(Err(DatastoreError::Compacted { requested: self.delivered, compact_revision }))
+                                Some(Err(DatastoreError::Compacted {
+                                    requested: self.delivered,
+                                    compact_revision,
+                                }))
                             }
                             None => None,
                         };
@@ -341,7 +400,8 @@ impl Watch {
             }
             let events = metrics::observe(
                 StoreOp::History,
-                self.backend.history(self.scanned, position, Some(&self.range), PAGE),
+                self.backend
+                    .history(self.scanned, position, Some(&self.range), PAGE),
             )
             .await?;
             // Compaction may have moved past us while we read; then the page may be partial.
@@ -361,26 +421,40 @@ impl Watch {
         }
         let mut state = self.feed.lock();
         let covered = state.position <= self.scanned
-            || state.recent.front().is_some_and(|oldest| oldest.revision <= self.scanned + 1);
+            || state
+                .recent
+                .front()
+                .is_some_and(|oldest| oldest.revision <= self.scanned + 1);
         if !covered {
             // The feed moved on further than its memory reaches: read more from the database.
             return Ok(());
         }
-        for event in state.recent.iter().filter(|e| e.revision > self.scanned && self.range.contains(&e.key)) {
+        for event in state
+            .recent
+            .iter()
+            .filter(|e| e.revision > self.scanned && self.range.contains(&e.key))
+        {
             self.pending.push_back(Event::clone(event));
         }
         let next_revision = state.position.max(self.scanned) + 1;
         self.scanned = next_revision - 1;
         let (queue, receiver) = mpsc::channel(self.feed.watch_queue);
         let closed = Arc::new(Mutex::new(None));
-        state.subscribers.push(Subscriber { range: self.range.clone(), next_revision, queue, closed: closed.clone() });
+        state.subscribers.push(Subscriber {
+            range: self.range.clone(),
+            next_revision,
+            queue,
+            closed: closed.clone(),
+        });
         self.live = Some((receiver, closed));
         Ok(())
     }
 
     /// The watch as a `Stream`.
     pub fn into_stream(self) -> impl Stream<Item = Result<Event>> + Send {
-        futures::stream::unfold(self, |mut watch| async move { watch.next().await.map(|item| (item, watch)) })
+        futures::stream::unfold(self, |mut watch| async move {
+            watch.next().await.map(|item| (item, watch))
+        })
     }
 }
 

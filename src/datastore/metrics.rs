@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge, Histogram,
-    HistogramVec, IntCounterVec, IntGauge,
+    Histogram, HistogramVec, IntCounterVec, IntGauge, register_histogram, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge,
 };
 
 use super::error::Result;
@@ -53,7 +53,9 @@ static QUERY_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "capstan_datastore_query_duration_seconds",
         "Latency of datastore operations by operation and outcome.",
         &["operation", "outcome"],
-        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+        ]
     )
     .expect("datastore metric names are registered once")
 });
@@ -70,8 +72,11 @@ pub static WRITE_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// The newest revision the change feed has delivered.
 pub static FEED_REVISION: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("capstan_datastore_revision", "Newest revision seen by this server's change feed.")
-        .expect("datastore metric names are registered once")
+    register_int_gauge!(
+        "capstan_datastore_revision",
+        "Newest revision seen by this server's change feed."
+    )
+    .expect("datastore metric names are registered once")
 });
 
 /// Watchers cut off, by reason.
@@ -86,8 +91,11 @@ pub static WATCHERS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Open datastore watchers on this server.
 pub static WATCHERS_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("capstan_datastore_watchers", "Datastore watchers open on this server.")
-        .expect("datastore metric names are registered once")
+    register_int_gauge!(
+        "capstan_datastore_watchers",
+        "Datastore watchers open on this server."
+    )
+    .expect("datastore metric names are registered once")
 });
 
 /// History rows removed by compaction.
@@ -104,6 +112,8 @@ pub async fn observe<T>(op: StoreOp, operation: impl Future<Output = Result<T>>)
     let started = Instant::now();
     let result = operation.await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    QUERY_SECONDS.with_label_values(&[op.label(), outcome]).observe(started.elapsed().as_secs_f64());
+    QUERY_SECONDS
+        .with_label_values(&[op.label(), outcome])
+        .observe(started.elapsed().as_secs_f64());
     result
 }

@@ -44,13 +44,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use backend::{CompactionState, Engine, PoolStats};
-pub use compact::{run_maintenance, CompactStats, MAINTENANCE_LOCK};
+pub use compact::{CompactStats, MAINTENANCE_LOCK, run_maintenance};
 pub use config::DatastoreConfig;
 pub use error::{DatastoreError, Result};
 pub use feed::Watch;
 pub use types::{
-    prefix_end, validate_key, Committed, Event, EventKind, KeyRange, KeyValue, ListPage, ListRequest,
-    WriteOp, WriteOutcome, MAX_KEY_BYTES, MAX_VALUE_BYTES,
+    Committed, Event, EventKind, KeyRange, KeyValue, ListPage, ListRequest, MAX_KEY_BYTES,
+    MAX_VALUE_BYTES, WriteOp, WriteOutcome, prefix_end, validate_key,
 };
 
 use backend::Backend;
@@ -84,29 +84,41 @@ impl Store {
     /// change feed.
     pub async fn open(config: &DatastoreConfig) -> Result<Store> {
         let endpoint = config.endpoint.trim();
-        let backend: Arc<dyn Backend> = if endpoint.starts_with("postgres://") || endpoint.starts_with("postgresql://") {
-            Arc::new(postgres::open(config).await?)
-        } else if endpoint.starts_with("mysql://") || endpoint.starts_with("mariadb://") {
-            let mut config = config.clone();
-            if let Some(rest) = endpoint.strip_prefix("mariadb://") {
-                config.endpoint = format!("mysql://{rest}");
-            }
-            Arc::new(mysql::open(&config).await?)
-        } else if endpoint.starts_with("sqlite:") {
-            Arc::new(sqlite::open(config).await?)
-        } else {
-            return Err(DatastoreError::InvalidEndpoint {
-                endpoint: masked(endpoint),
-                reason: "unknown scheme".into(),
-            });
-        };
+        let backend: Arc<dyn Backend> =
+            if endpoint.starts_with("postgres://") || endpoint.starts_with("postgresql://") {
+                Arc::new(postgres::open(config).await?)
+            } else if endpoint.starts_with("mysql://") || endpoint.starts_with("mariadb://") {
+                let mut config = config.clone();
+                if let Some(rest) = endpoint.strip_prefix("mariadb://") {
+                    config.endpoint = format!("mysql://{rest}");
+                }
+                Arc::new(mysql::open(&config).await?)
+            } else if endpoint.starts_with("sqlite:") {
+                Arc::new(sqlite::open(config).await?)
+            } else {
+                return Err(DatastoreError::InvalidEndpoint {
+                    endpoint: masked(endpoint),
+                    reason: "unknown scheme".into(),
+                });
+            };
         let position = backend.current_revision().await?;
         let feed = Arc::new(ChangeFeed::new(position, config));
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(writer::run(backend.clone(), feed.clone(), requests, config.write_batch_max, shutdown.clone()));
-        tasks.spawn(feed::run_poller(feed.clone(), backend.clone(), config.clone(), shutdown.clone()));
+        tasks.spawn(writer::run(
+            backend.clone(),
+            feed.clone(),
+            requests,
+            config.write_batch_max,
+            shutdown.clone(),
+        ));
+        tasks.spawn(feed::run_poller(
+            feed.clone(),
+            backend.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(engine = backend.engine().name(), endpoint = %masked(endpoint), revision = position, "datastore open");
         Ok(Store {
             inner: Arc::new(StoreInner {
@@ -156,7 +168,8 @@ impl Store {
     pub async fn get_at(&self, key: &str, revision: i64) -> Result<Option<KeyValue>> {
         validate_key(key)?;
         self.check_readable(revision).await?;
-        let found = metrics::observe(StoreOp::GetAt, self.inner.backend.get_at(key, revision)).await?;
+        let found =
+            metrics::observe(StoreOp::GetAt, self.inner.backend.get_at(key, revision)).await?;
         // Compaction may have passed `revision` while we read.
         self.check_readable(revision).await?;
         Ok(found)
@@ -166,11 +179,17 @@ impl Store {
     async fn check_readable(&self, revision: i64) -> Result<()> {
         let state = self.inner.backend.compaction_state().await?;
         if revision < state.compact_revision {
-            return Err(DatastoreError::Compacted { requested: revision, compact_revision: state.compact_revision });
+            return Err(DatastoreError::Compacted {
+                requested: revision,
+                compact_revision: state.compact_revision,
+            });
         }
         let current = self.inner.backend.current_revision().await?;
         if revision > current {
-            return Err(DatastoreError::FutureRevision { requested: revision, current });
+            return Err(DatastoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         Ok(())
     }
@@ -187,13 +206,21 @@ impl Store {
             // included, so the page is exact even while writes continue.
             None => self.current_revision().await?,
         };
-        let (items, more) =
-            metrics::observe(StoreOp::List, self.inner.backend.list_at(&request.range, revision, request.limit))
-                .await?;
+        let (items, more) = metrics::observe(
+            StoreOp::List,
+            self.inner
+                .backend
+                .list_at(&request.range, revision, request.limit),
+        )
+        .await?;
         if request.revision.is_some() {
             self.check_readable(revision).await?;
         }
-        Ok(ListPage { items, revision, more })
+        Ok(ListPage {
+            items,
+            revision,
+            more,
+        })
     }
 
     /// How many keys exist in `range` now, with the revision of the count.
@@ -207,25 +234,49 @@ impl Store {
     pub async fn write(&self, op: WriteOp) -> Result<Committed> {
         op.validate()?;
         let (reply, answer) = oneshot::channel();
-        self.inner.writes.send(WriteRequest { op, reply }).await.map_err(|_| DatastoreError::ShuttingDown)?;
+        self.inner
+            .writes
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| DatastoreError::ShuttingDown)?;
         answer.await.map_err(|_| DatastoreError::ShuttingDown)?
     }
 
     /// Creates `key`; `Conflict` if it exists.
     pub async fn create(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<WriteOutcome> {
-        let op = WriteOp::Create { key: key.to_string(), value: value.into(), ttl: None };
+        let op = WriteOp::Create {
+            key: key.to_string(),
+            value: value.into(),
+            ttl: None,
+        };
         Ok(self.write(op).await?.outcome)
     }
 
     /// Replaces `key`'s value if its mod revision is `expected_revision`.
-    pub async fn update(&self, key: &str, value: impl Into<bytes::Bytes>, expected_revision: i64) -> Result<WriteOutcome> {
-        let op = WriteOp::Update { key: key.to_string(), value: value.into(), expected_revision, ttl: None };
+    pub async fn update(
+        &self,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+        expected_revision: i64,
+    ) -> Result<WriteOutcome> {
+        let op = WriteOp::Update {
+            key: key.to_string(),
+            value: value.into(),
+            expected_revision,
+            ttl: None,
+        };
         Ok(self.write(op).await?.outcome)
     }
 
     /// Deletes `key` (if its mod revision is `expected_revision`, when given).
     pub async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<WriteOutcome> {
-        Ok(self.write(WriteOp::Delete { key: key.to_string(), expected_revision }).await?.outcome)
+        Ok(self
+            .write(WriteOp::Delete {
+                key: key.to_string(),
+                expected_revision,
+            })
+            .await?
+            .outcome)
     }
 
     /// Every change in `range` after revision `after` (or after the current revision when
@@ -245,7 +296,10 @@ impl Store {
                 feed,
                 backend,
                 range,
-                DatastoreError::Compacted { requested: after, compact_revision: state.compact_revision },
+                DatastoreError::Compacted {
+                    requested: after,
+                    compact_revision: state.compact_revision,
+                },
             ),
             Ok(_) => Watch::new(feed, backend, range, after),
             Err(error) => Watch::failed(feed, backend, range, error),
@@ -253,14 +307,23 @@ impl Store {
     }
 
     /// [`Store::watch`] as a `Stream`.
-    pub async fn watch_stream(&self, range: KeyRange, after: Option<i64>) -> impl Stream<Item = Result<Event>> + Send {
+    pub async fn watch_stream(
+        &self,
+        range: KeyRange,
+        after: Option<i64>,
+    ) -> impl Stream<Item = Result<Event>> + Send {
         self.watch(range, after).await.into_stream()
     }
 
     /// Takes the leader lock `name` if it is free. Hold the returned lease while doing the
     /// singleton job; check it with `still_held` and give it up with `release`.
     pub async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<LeaderLease>> {
-        Ok(self.inner.backend.try_lock(name, holder).await?.map(|lease| LeaderLease { lease }))
+        Ok(self
+            .inner
+            .backend
+            .try_lock(name, holder)
+            .await?
+            .map(|lease| LeaderLease { lease }))
     }
 
     /// Stops the writer and the feed (queued writes fail with `ShuttingDown`, watches end)
@@ -292,12 +355,25 @@ impl LeaderLease {
 
 /// The endpoint with its password replaced by `***`, for messages and logs.
 pub fn masked(endpoint: &str) -> String {
-    let Some((scheme, rest)) = endpoint.split_once("://") else { return endpoint.to_string() };
-    let Some((credentials, host)) = rest.rsplit_once('@') else { return endpoint.to_string() };
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return endpoint.to_string();
+    };
     match credentials.split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
         None => endpoint.to_string(),
     }
+}
+
+/// Connections each pool keeps open even when idle. Opening one costs a TLS handshake
+/// (~90 ms measured on loopback with Postgres' default `sslmode=prefer`); a pool that grew
+/// only on demand put that cost on the request path, as 100 ms stalls in the change feed.
+/// Pools also skip the ping before each checkout (`test_before_acquire(false)`): it costs a
+/// round trip per query, and a dead connection fails its query, which callers handle anyway.
+fn warm_connections(config: &DatastoreConfig) -> u32 {
+    (config.max_connections / 2).clamp(2, 8)
 }
 
 fn connect_error(endpoint: &str) -> impl FnOnce(sqlx::Error) -> DatastoreError + '_ {
@@ -306,11 +382,19 @@ fn connect_error(endpoint: &str) -> impl FnOnce(sqlx::Error) -> DatastoreError +
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => {
                 "is the database running and reachable from this host?"
             }
-            sqlx::Error::Tls(_) => "check --datastore-cafile/--datastore-certfile/--datastore-keyfile",
-            sqlx::Error::Database(_) => "check the user, password, database name and its permissions",
+            sqlx::Error::Tls(_) => {
+                "check --datastore-cafile/--datastore-certfile/--datastore-keyfile"
+            }
+            sqlx::Error::Database(_) => {
+                "check the user, password, database name and its permissions"
+            }
             _ => "check the endpoint and that the database is up",
         };
-        DatastoreError::Connect { endpoint: endpoint.to_string(), hint, source }
+        DatastoreError::Connect {
+            endpoint: endpoint.to_string(),
+            hint,
+            source,
+        }
     }
 }
 
@@ -326,7 +410,10 @@ where
             found,
             known: migrator.iter().map(|m| m.version).max().unwrap_or(0),
         }),
-        Err(source) => Err(DatastoreError::Migrate { endpoint: endpoint.to_string(), source }),
+        Err(source) => Err(DatastoreError::Migrate {
+            endpoint: endpoint.to_string(),
+            source,
+        }),
     }
 }
 
@@ -336,7 +423,10 @@ mod tests {
 
     #[test]
     fn masked_hides_passwords_only() {
-        assert_eq!(masked("postgres://u:secret@db:5432/k"), "postgres://u:***@db:5432/k");
+        assert_eq!(
+            masked("postgres://u:secret@db:5432/k"),
+            "postgres://u:***@db:5432/k"
+        );
         assert_eq!(masked("postgres://u@db/k"), "postgres://u@db/k");
         assert_eq!(masked("sqlite:///var/x.db"), "sqlite:///var/x.db");
     }

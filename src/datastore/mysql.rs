@@ -35,8 +35,12 @@ fn statements() -> &'static Statements {
 /// the backend.
 pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> {
     let endpoint = masked(&config.endpoint);
-    let mut options = MySqlConnectOptions::from_str(&config.endpoint)
-        .map_err(|e| DatastoreError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?;
+    let mut options = MySqlConnectOptions::from_str(&config.endpoint).map_err(|e| {
+        DatastoreError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     if let Some(ca) = &config.cafile {
         options = options.ssl_mode(MySqlSslMode::VerifyIdentity).ssl_ca(ca);
     }
@@ -52,9 +56,12 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
     let pool_options = MySqlPoolOptions::new()
         .max_connections(config.max_connections.max(2))
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .min_connections(super::warm_connections(config))
+        .test_before_acquire(false)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                    .await?;
                 Ok(())
             })
         });
@@ -63,14 +70,25 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
         Ok(pool) => pool,
         Err(err) if is_missing_database(&err) => {
             create_database(&options, &endpoint).await?;
-            pool_options.connect_with(options.clone()).await.map_err(connect_error(&endpoint))?
+            pool_options
+                .connect_with(options.clone())
+                .await
+                .map_err(connect_error(&endpoint))?
         }
         Err(err) => return Err(connect_error(&endpoint)(err)),
     };
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let database = options.get_database().unwrap_or("capstan").to_string();
-    let hooks = Arc::new(MySqlHooks { pool: pool.clone(), database });
-    Ok(SqlBackend { pool, sql: statements(), engine: Engine::MySql, hooks })
+    let hooks = Arc::new(MySqlHooks {
+        pool: pool.clone(),
+        database,
+    });
+    Ok(SqlBackend {
+        pool,
+        sql: statements(),
+        engine: Engine::MySql,
+        hooks,
+    })
 }
 
 fn is_missing_database(err: &sqlx::Error) -> bool {
@@ -82,12 +100,16 @@ fn is_missing_database(err: &sqlx::Error) -> bool {
 async fn create_database(options: &MySqlConnectOptions, endpoint: &str) -> Result<()> {
     let name = options.get_database().unwrap_or("capstan").to_string();
     let server = options.clone().database("");
-    let mut conn = sqlx::MySqlConnection::connect_with(&server).await.map_err(connect_error(endpoint))?;
-    let quoted = format!("`{}`", name.replace('`', "``"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE IF NOT EXISTS {quoted}")))
-        .execute(&mut conn)
+    let mut conn = sqlx::MySqlConnection::connect_with(&server)
         .await
         .map_err(connect_error(endpoint))?;
+    let quoted = format!("`{}`", name.replace('`', "``"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE IF NOT EXISTS {quoted}"
+    )))
+    .execute(&mut conn)
+    .await
+    .map_err(connect_error(endpoint))?;
     tracing::info!(database = %name, "created the datastore database");
     conn.close().await.ok();
     Ok(())
@@ -122,7 +144,12 @@ impl EngineHooks for MySqlHooks {
     }
 
     async fn try_lock(&self, name: &str, _holder: &str) -> Result<Option<Box<dyn LockLease>>> {
-        let mut conn = self.pool.acquire().await.map_err(DatastoreError::query("leader lock"))?.detach();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(DatastoreError::query("leader lock"))?
+            .detach();
         let lock = self.lock_name(name);
         let held: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
             .bind(lock.as_str())
@@ -153,7 +180,10 @@ impl LockLease for MySqlLock {
     }
 
     async fn release(mut self: Box<Self>) {
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)").bind(self.name.as_str()).execute(&mut self.conn).await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(self.name.as_str())
+            .execute(&mut self.conn)
+            .await;
         self.conn.close().await.ok();
     }
 }

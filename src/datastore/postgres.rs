@@ -39,8 +39,12 @@ fn statements() -> &'static Statements {
 /// the backend.
 pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres>> {
     let endpoint = masked(&config.endpoint);
-    let mut options = PgConnectOptions::from_str(&config.endpoint)
-        .map_err(|e| DatastoreError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?;
+    let mut options = PgConnectOptions::from_str(&config.endpoint).map_err(|e| {
+        DatastoreError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     if let Some(ca) = &config.cafile {
         options = options.ssl_mode(PgSslMode::VerifyFull).ssl_root_cert(ca);
     }
@@ -55,19 +59,29 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
     }
     let pool_options = PgPoolOptions::new()
         .max_connections(config.max_connections.max(2))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .min_connections(super::warm_connections(config))
+        .test_before_acquire(false);
 
     let pool = match pool_options.clone().connect_with(options.clone()).await {
         Ok(pool) => pool,
         Err(err) if is_missing_database(&err) => {
             create_database(&options, &endpoint).await?;
-            pool_options.connect_with(options).await.map_err(connect_error(&endpoint))?
+            pool_options
+                .connect_with(options)
+                .await
+                .map_err(connect_error(&endpoint))?
         }
         Err(err) => return Err(connect_error(&endpoint)(err)),
     };
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let hooks = Arc::new(PgHooks { pool: pool.clone() });
-    Ok(SqlBackend { pool, sql: statements(), engine: Engine::Postgres, hooks })
+    Ok(SqlBackend {
+        pool,
+        sql: statements(),
+        engine: Engine::Postgres,
+        hooks,
+    })
 }
 
 fn is_missing_database(err: &sqlx::Error) -> bool {
@@ -77,9 +91,13 @@ fn is_missing_database(err: &sqlx::Error) -> bool {
 async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<()> {
     let name = options.get_database().unwrap_or("capstan").to_string();
     let maintenance = options.clone().database("postgres");
-    let mut conn = sqlx::PgConnection::connect_with(&maintenance).await.map_err(connect_error(endpoint))?;
+    let mut conn = sqlx::PgConnection::connect_with(&maintenance)
+        .await
+        .map_err(connect_error(endpoint))?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut conn).await;
+    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
+        .execute(&mut conn)
+        .await;
     match created {
         Ok(_) => tracing::info!(database = %name, "created the datastore database"),
         // Another server created it first.
@@ -113,7 +131,12 @@ impl EngineHooks for PgHooks {
     async fn try_lock(&self, name: &str, _holder: &str) -> Result<Option<Box<dyn LockLease>>> {
         // The lock belongs to a session, so it gets a connection of its own, outside the
         // pool: if this process dies the connection drops and the lock is free at once.
-        let mut conn = self.pool.acquire().await.map_err(DatastoreError::query("leader lock"))?.detach();
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(DatastoreError::query("leader lock"))?
+            .detach();
         let key = lock_key(name);
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
@@ -128,9 +151,13 @@ impl EngineHooks for PgHooks {
     }
 
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
-        let mut listener =
-            PgListener::connect_with(&self.pool).await.map_err(DatastoreError::query("listen for changes"))?;
-        listener.listen(CHANNEL).await.map_err(DatastoreError::query("listen for changes"))?;
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(DatastoreError::query("listen for changes"))?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .map_err(DatastoreError::query("listen for changes"))?;
         Ok(Some(Box::new(PgSignal { listener })))
     }
 }
@@ -148,7 +175,10 @@ impl LockLease for PgLock {
     }
 
     async fn release(mut self: Box<Self>) {
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(self.key).execute(&mut self.conn).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(self.key)
+            .execute(&mut self.conn)
+            .await;
         self.conn.close().await.ok();
     }
 }

@@ -25,11 +25,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
-
-use super::backend::{
-    Backend, ChangeSignal, CompactionState, Engine, LockLease, PoolStats,
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type,
 };
+
+use super::backend::{Backend, ChangeSignal, CompactionState, Engine, LockLease, PoolStats};
 use super::error::{DatastoreError, Result};
 use super::types::{Event, EventKind, KeyRange, KeyValue, WriteOp, WriteOutcome};
 
@@ -73,7 +73,11 @@ impl Templates {
     pub(crate) fn build(&self) -> Statements {
         let text = |sql: &str| -> &'static str {
             let sql = sql.replace("{for_update}", self.for_update);
-            let sql = if self.dollar_placeholders { number_placeholders(&sql) } else { sql };
+            let sql = if self.dollar_placeholders {
+                number_placeholders(&sql)
+            } else {
+                sql
+            };
             Box::leak(sql.into_boxed_str())
         };
         Statements {
@@ -214,7 +218,11 @@ struct NewHistory<'a> {
 
 /// What a batch leaves in `kv_current` for a key it touched.
 enum FinalState {
-    Live { revision: i64, create_revision: i64, expires_at: Option<i64> },
+    Live {
+        revision: i64,
+        create_revision: i64,
+        expires_at: Option<i64>,
+    },
     Gone,
 }
 
@@ -223,9 +231,12 @@ fn expiry(now_ms: i64, ttl: Option<std::time::Duration>) -> Option<i64> {
 }
 
 fn limit_param(limit: usize) -> i64 {
-    if limit == 0 { i64::MAX } else { i64::try_from(limit).unwrap_or(i64::MAX) }
+    if limit == 0 {
+        i64::MAX
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    }
 }
-
 
 impl<DB> SqlBackend<DB>
 where
@@ -251,8 +262,16 @@ where
             key: row.try_get(1)?,
             create_revision: row.try_get(2)?,
             prev_revision: row.try_get(3)?,
-            kind: if deleted { EventKind::Delete } else { EventKind::Put },
-            value: if deleted { Bytes::new() } else { Bytes::from(value) },
+            kind: if deleted {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            },
+            value: if deleted {
+                Bytes::new()
+            } else {
+                Bytes::from(value)
+            },
             prev_value: prev_value.map(Bytes::from),
         })
     }
@@ -266,7 +285,9 @@ where
             Some(statement) => self.pool.begin_with(statement).await?,
             None => self.pool.begin().await?,
         };
-        let head: i64 = sqlx::query_scalar(self.sql.lock_revision).fetch_one(&mut *tx).await?;
+        let head: i64 = sqlx::query_scalar(self.sql.lock_revision)
+            .fetch_one(&mut *tx)
+            .await?;
 
         // Current state of every key the batch touches, read under the counter lock, so
         // nothing can change it before commit.
@@ -285,14 +306,19 @@ where
             query.push(")");
             for row in query.build().fetch_all(&mut *tx).await? {
                 let name: String = row.try_get(0)?;
-                let current = CurrentState { revision: row.try_get(1)?, create_revision: row.try_get(2)? };
+                let current = CurrentState {
+                    revision: row.try_get(1)?,
+                    create_revision: row.try_get(2)?,
+                };
                 if let Some(key) = chunk.iter().find(|k| **k == name) {
                     state.insert(key, Some(current));
                 }
             }
         }
-        let existed_before: HashMap<&str, bool> =
-            keys.iter().map(|k| (*k, state.get(k).is_some_and(Option::is_some))).collect();
+        let existed_before: HashMap<&str, bool> = keys
+            .iter()
+            .map(|k| (*k, state.get(k).is_some_and(Option::is_some)))
+            .collect();
 
         let mut revision = head;
         let mut outcomes = Vec::with_capacity(ops.len());
@@ -303,15 +329,25 @@ where
             let current = state.get(key).copied().flatten();
             let applies = match (op, current) {
                 (WriteOp::Create { .. }, existing) => existing.is_none(),
-                (WriteOp::Update { expected_revision, .. }, Some(c)) => c.revision == *expected_revision,
+                (
+                    WriteOp::Update {
+                        expected_revision, ..
+                    },
+                    Some(c),
+                ) => c.revision == *expected_revision,
                 (WriteOp::Update { .. }, None) => false,
-                (WriteOp::Delete { expected_revision, .. }, Some(c)) => {
-                    expected_revision.is_none_or(|expected| expected == c.revision)
-                }
+                (
+                    WriteOp::Delete {
+                        expected_revision, ..
+                    },
+                    Some(c),
+                ) => expected_revision.is_none_or(|expected| expected == c.revision),
                 (WriteOp::Delete { .. }, None) => false,
             };
             if !applies {
-                outcomes.push(WriteOutcome::Conflict { current_revision: current.map(|c| c.revision) });
+                outcomes.push(WriteOutcome::Conflict {
+                    current_revision: current.map(|c| c.revision),
+                });
                 continue;
             }
             revision += 1;
@@ -321,15 +357,39 @@ where
             };
             match op {
                 WriteOp::Create { value, ttl, .. } | WriteOp::Update { value, ttl, .. } => {
-                    history.push(NewHistory { revision, key, create_revision, prev_revision, deleted: false, value });
-                    state.insert(key, Some(CurrentState { revision, create_revision }));
+                    history.push(NewHistory {
+                        revision,
+                        key,
+                        create_revision,
+                        prev_revision,
+                        deleted: false,
+                        value,
+                    });
+                    state.insert(
+                        key,
+                        Some(CurrentState {
+                            revision,
+                            create_revision,
+                        }),
+                    );
                     finals.insert(
                         key,
-                        FinalState::Live { revision, create_revision, expires_at: expiry(now_ms, *ttl) },
+                        FinalState::Live {
+                            revision,
+                            create_revision,
+                            expires_at: expiry(now_ms, *ttl),
+                        },
                     );
                 }
                 WriteOp::Delete { .. } => {
-                    history.push(NewHistory { revision, key, create_revision, prev_revision, deleted: true, value: &[] });
+                    history.push(NewHistory {
+                        revision,
+                        key,
+                        create_revision,
+                        prev_revision,
+                        deleted: true,
+                        value: &[],
+                    });
                     state.insert(key, None);
                     finals.insert(key, FinalState::Gone);
                 }
@@ -362,19 +422,30 @@ where
         let mut gone = Vec::new();
         for (key, last) in &finals {
             match last {
-                FinalState::Live { revision, create_revision, expires_at } => {
-                    live.push((*key, *revision, *create_revision, *expires_at))
+                FinalState::Live {
+                    revision,
+                    create_revision,
+                    expires_at,
+                } => live.push((*key, *revision, *create_revision, *expires_at)),
+                FinalState::Gone if existed_before.get(key).copied().unwrap_or(false) => {
+                    gone.push(*key)
                 }
-                FinalState::Gone if existed_before.get(key).copied().unwrap_or(false) => gone.push(*key),
                 FinalState::Gone => {}
             }
         }
         for chunk in live.chunks(ROWS_PER_STATEMENT) {
-            let mut query =
-                QueryBuilder::<DB>::new("INSERT INTO kv_current (name, revision, create_revision, expires_at) ");
-            query.push_values(chunk, |mut row, (key, revision, create_revision, expires_at)| {
-                row.push_bind(*key).push_bind(*revision).push_bind(*create_revision).push_bind(*expires_at);
-            });
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO kv_current (name, revision, create_revision, expires_at) ",
+            );
+            query.push_values(
+                chunk,
+                |mut row, (key, revision, create_revision, expires_at)| {
+                    row.push_bind(*key)
+                        .push_bind(*revision)
+                        .push_bind(*create_revision)
+                        .push_bind(*expires_at);
+                },
+            );
             query.push(self.sql.upsert_current_suffix);
             query.build().execute(&mut *tx).await?;
         }
@@ -388,7 +459,10 @@ where
             query.build().execute(&mut *tx).await?;
         }
 
-        sqlx::query(self.sql.set_revision).bind(revision).execute(&mut *tx).await?;
+        sqlx::query(self.sql.set_revision)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -429,7 +503,10 @@ where
             .map_err(DatastoreError::query("read compaction state"))?
             .ok_or_else(|| DatastoreError::Corrupt("the kv_compaction row is missing".into()))?;
         let decode = || -> std::result::Result<CompactionState, sqlx::Error> {
-            Ok(CompactionState { compact_revision: row.try_get(0)?, compacted_through: row.try_get(1)? })
+            Ok(CompactionState {
+                compact_revision: row.try_get(0)?,
+                compacted_through: row.try_get(1)?,
+            })
         };
         decode().map_err(DatastoreError::query("read compaction state"))
     }
@@ -477,7 +554,12 @@ where
         decode().map_err(DatastoreError::query("get at revision"))
     }
 
-    async fn list_at(&self, range: &KeyRange, revision: i64, limit: usize) -> Result<(Vec<KeyValue>, bool)> {
+    async fn list_at(
+        &self,
+        range: &KeyRange,
+        revision: i64,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, bool)> {
         // Ask for one more than the page to learn whether more follow.
         let fetch = if limit == 0 { 0 } else { limit + 1 };
         let unchanged = sqlx::query(self.sql.list_current)
@@ -541,12 +623,23 @@ where
     }
 
     async fn apply(&self, ops: &[WriteOp], now_ms: i64) -> Result<Vec<WriteOutcome>> {
-        self.apply_in_transaction(ops, now_ms).await.map_err(DatastoreError::query("write"))
+        self.apply_in_transaction(ops, now_ms)
+            .await
+            .map_err(DatastoreError::query("write"))
     }
 
-    async fn history(&self, after: i64, until: i64, range: Option<&KeyRange>, limit: usize) -> Result<Vec<Event>> {
+    async fn history(
+        &self,
+        after: i64,
+        until: i64,
+        range: Option<&KeyRange>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let query = match range {
-            None => sqlx::query(self.sql.history).bind(after).bind(until).bind(limit_param(limit)),
+            None => sqlx::query(self.sql.history)
+                .bind(after)
+                .bind(until)
+                .bind(limit_param(limit)),
             Some(range) => sqlx::query(self.sql.history_in_range)
                 .bind(after)
                 .bind(until)
@@ -554,7 +647,10 @@ where
                 .bind(range.end.as_str())
                 .bind(limit_param(limit)),
         };
-        let rows = query.fetch_all(&self.pool).await.map_err(DatastoreError::query("read history"))?;
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(DatastoreError::query("read history"))?;
         rows.iter()
             .map(Self::event_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -594,7 +690,8 @@ where
                 .await?;
             let mut removed = 0;
             for chunk in superseded.chunks(ROWS_PER_STATEMENT) {
-                let mut query = QueryBuilder::<DB>::new("DELETE FROM kv_history WHERE revision IN (");
+                let mut query =
+                    QueryBuilder::<DB>::new("DELETE FROM kv_history WHERE revision IN (");
                 let mut list = query.separated(", ");
                 for revision in chunk {
                     list.push_bind(*revision);
@@ -608,7 +705,11 @@ where
                 .execute(&mut *tx)
                 .await?
                 .rows();
-            sqlx::query(self.sql.set_compacted_through).bind(through).bind(through).execute(&mut *tx).await?;
+            sqlx::query(self.sql.set_compacted_through)
+                .bind(through)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(removed)
         };
@@ -640,6 +741,9 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_in_order() {
-        assert_eq!(number_placeholders("a = ? AND b < ? LIMIT ?"), "a = $1 AND b < $2 LIMIT $3");
+        assert_eq!(
+            number_placeholders("a = ? AND b < ? LIMIT ?"),
+            "a = $1 AND b < $2 LIMIT $3"
+        );
     }
 }

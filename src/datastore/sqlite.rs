@@ -10,8 +10,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
@@ -47,10 +49,16 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
         .unwrap_or(&config.endpoint);
     let (file, _query) = path.split_once('?').unwrap_or((path, ""));
     if file.is_empty() {
-        return Err(DatastoreError::InvalidEndpoint { endpoint, reason: "no file path given".into() });
+        return Err(DatastoreError::InvalidEndpoint {
+            endpoint,
+            reason: "no file path given".into(),
+        });
     }
     if file != ":memory:" {
-        if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(parent) = Path::new(file)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(parent).map_err(|e| DatastoreError::InvalidEndpoint {
                 endpoint: endpoint.clone(),
                 reason: format!("cannot create folder {}: {e}", parent.display()),
@@ -58,7 +66,10 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
         }
     }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-        .map_err(|e| DatastoreError::InvalidEndpoint { endpoint: endpoint.clone(), reason: e.to_string() })?
+        .map_err(|e| DatastoreError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason: e.to_string(),
+        })?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -71,11 +82,19 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
         .map_err(connect_error(&endpoint))?;
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let hooks = Arc::new(SqliteHooks { pool: pool.clone() });
-    Ok(SqlBackend { pool, sql: statements(), engine: Engine::Sqlite, hooks })
+    Ok(SqlBackend {
+        pool,
+        sql: statements(),
+        engine: Engine::Sqlite,
+        hooks,
+    })
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 struct SqliteHooks {
@@ -89,8 +108,16 @@ impl EngineHooks for SqliteHooks {
     }
 
     async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>> {
-        let lease = SqliteLease { pool: self.pool.clone(), name: name.to_string(), holder: holder.to_string() };
-        Ok(if lease.claim().await? { Some(Box::new(lease)) } else { None })
+        let lease = SqliteLease {
+            pool: self.pool.clone(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+        };
+        Ok(if lease.claim().await? {
+            Some(Box::new(lease))
+        } else {
+            None
+        })
     }
 
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {

@@ -19,7 +19,10 @@ pub const MAX_VALUE_BYTES: usize = 3 * 1024 * 1024;
 /// what makes continue tokens portable.
 pub fn validate_key(key: &str) -> Result<(), DatastoreError> {
     if key.is_empty() {
-        return Err(DatastoreError::InvalidKey { key: String::new(), reason: "key is empty" });
+        return Err(DatastoreError::InvalidKey {
+            key: String::new(),
+            reason: "key is empty",
+        });
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(DatastoreError::InvalidKey {
@@ -49,7 +52,10 @@ pub fn validate_value(key: &str, value: &[u8]) -> Result<(), DatastoreError> {
 }
 
 fn truncate_for_message(key: &str) -> String {
-    key.chars().take(80).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+    key.chars()
+        .take(80)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
 }
 
 /// The smallest key greater than every key starting with `prefix`: the exclusive end of a
@@ -79,7 +85,10 @@ pub struct KeyRange {
 impl KeyRange {
     /// Every key that starts with `prefix`.
     pub fn prefix(prefix: &str) -> Self {
-        KeyRange { start: prefix.to_string(), end: prefix_end(prefix) }
+        KeyRange {
+            start: prefix.to_string(),
+            end: prefix_end(prefix),
+        }
     }
 
     /// Whether `key` lies in the range.
@@ -138,7 +147,9 @@ impl WriteOp {
     /// The key the operation writes.
     pub fn key(&self) -> &str {
         match self {
-            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
+            WriteOp::Create { key, .. }
+            | WriteOp::Update { key, .. }
+            | WriteOp::Delete { key, .. } => key,
         }
     }
 

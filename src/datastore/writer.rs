@@ -38,7 +38,13 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn is_transient(err: &DatastoreError) -> bool {
-    let DatastoreError::Query { source: sqlx::Error::Database(db), .. } = err else { return false };
+    let DatastoreError::Query {
+        source: sqlx::Error::Database(db),
+        ..
+    } = err
+    else {
+        return false;
+    };
     // Postgres serialization_failure / deadlock_detected; MySQL ER_LOCK_DEADLOCK and
     // ER_LOCK_WAIT_TIMEOUT (SQLSTATE 40001 / HY000 with those codes).
     matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
@@ -86,18 +92,26 @@ pub(crate) async fn run(
         metrics::WRITE_BATCH_SIZE.observe(batch.len() as f64);
         match result {
             Ok(outcomes) => {
-                if outcomes.iter().any(|o| matches!(o, WriteOutcome::Applied { .. })) {
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, WriteOutcome::Applied { .. }))
+                {
                     feed.wake();
                 }
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = request.reply.send(Ok(Committed { outcome, committed_at }));
+                    let _ = request.reply.send(Ok(Committed {
+                        outcome,
+                        committed_at,
+                    }));
                 }
             }
             Err(err) => {
                 tracing::warn!(error = %err, writes = batch.len(), "write batch failed");
                 let shared = Arc::new(err);
                 for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(DatastoreError::Batch(shared.clone())));
+                    let _ = request
+                        .reply
+                        .send(Err(DatastoreError::Batch(shared.clone())));
                 }
             }
         }
