@@ -1,5 +1,7 @@
 //! Capstan: a Kubernetes control plane in one binary, highly available on an external SQL
 //! datastore. See ARCHITECTURE.md for the map; each module below is one box of it.
 
-pub mod datastore;
 pub mod bench;
+pub mod config;
+pub mod datastore;
+pub mod server;

@@ -1,1 +1,136 @@
-fn main() {}
+//! The `capstan` binary: parses the command line, loads the configuration, starts tracing
+//! and hands over to a layer (`server::run`, `bench::datastore::run`). Nothing else lives
+//! here.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use capstan::bench::datastore::DatastoreBenchArgs;
+use capstan::config::{self, LogFormat, ServerFlags};
+
+/// A Kubernetes control plane in one binary, highly available on an external SQL datastore.
+#[derive(Parser)]
+#[command(name = "capstan", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a server (today: the datastore and its maintenance; the API comes later).
+    Server(Box<ServerFlags>),
+    /// Load generators to measure your own datastore and cluster.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Writers, readers and watchers against a datastore endpoint; checks every event arrives.
+    Datastore(DatastoreBenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // Only ring is compiled in; installing it explicitly keeps rustls from guessing.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Server(flags) => serve(*flags).await,
+        Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("capstan: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(flags: ServerFlags) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&flags)?;
+    if flags.print_config {
+        print!("{}", loaded.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = loaded.config;
+    init_tracing(config.log_format, config.log_level.as_deref())?;
+
+    let shutdown = CancellationToken::new();
+    let server = capstan::server::run(config, shutdown.clone());
+    tokio::pin!(server);
+    tokio::select! {
+        finished = &mut server => return finished.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        signal = shutdown_signal() => {
+            let name = signal.context("cannot listen for shutdown signals")?;
+            tracing::info!(signal = name, "shutdown requested (send it again to exit at once)");
+            shutdown.cancel();
+        }
+    }
+    tokio::select! {
+        finished = &mut server => finished.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        _ = shutdown_signal() => {
+            tracing::warn!("second signal: exiting without waiting for shutdown to finish");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {
+    // Reports go to stdout; keep logs quiet and on stderr unless RUST_LOG asks for more.
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    capstan::bench::datastore::run(args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stderr. The level is `--log-level` if given, else `RUST_LOG`, else `info`.
+fn init_tracing(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level.map(str::trim).filter(|level| !level.is_empty()) {
+        Some(level) => EnvFilter::try_new(level)
+            .with_context(|| format!("log level {level:?} is not a valid filter"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot start logging: {error}"))
+}
+
+/// Waits for SIGINT or SIGTERM and says which arrived.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
+
+/// The error and its causes on one line, leaving out causes the message already quotes.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    line
+}
