@@ -35,16 +35,3 @@ CREATE TABLE kv_lock (
     holder TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
-
--- Wake every server's change feed when a write transaction commits: NOTIFY is delivered
--- at commit, exactly when the new revisions become visible.
-CREATE FUNCTION capstan_notify_revision() RETURNS trigger AS $$
-BEGIN
-    PERFORM pg_notify('capstan_revision', NEW.revision::text);
-    RETURN NEW;
-END
-$$ LANGUAGE plpgsql;
-
-CREATE TRIGGER kv_revision_notify AFTER UPDATE ON kv_revision
-    FOR EACH ROW WHEN (NEW.revision <> OLD.revision)
-    EXECUTE FUNCTION capstan_notify_revision();

@@ -110,6 +110,9 @@ pub trait Backend: Send + Sync {
     async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>>;
     /// A push signal for changes committed by other servers, where the engine has one.
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>>;
+    /// Tells the other servers' change signals that revisions up to `revision` are
+    /// committed (a no-op on engines without one).
+    async fn announce(&self, revision: i64) -> Result<()>;
     /// Pool occupancy.
     fn pool_stats(&self) -> PoolStats;
     /// Closes every connection.

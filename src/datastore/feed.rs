@@ -44,12 +44,15 @@ enum CloseReason {
     Compacted { compact_revision: i64 },
 }
 
+/// Where the feed leaves the reason it closed a watcher's queue.
+type CloseSlot = Arc<Mutex<Option<CloseReason>>>;
+
 struct Subscriber {
     range: KeyRange,
     /// Events below this revision were already delivered from the database.
     next_revision: i64,
     queue: mpsc::Sender<Arc<Event>>,
-    closed: Arc<Mutex<Option<CloseReason>>>,
+    closed: CloseSlot,
 }
 
 struct FeedState {
@@ -301,7 +304,7 @@ pub struct Watch {
     /// The last revision handed to the caller.
     delivered: i64,
     pending: VecDeque<Event>,
-    live: Option<(mpsc::Receiver<Arc<Event>>, Arc<Mutex<Option<CloseReason>>>)>,
+    live: Option<(mpsc::Receiver<Arc<Event>>, CloseSlot)>,
     failure: Option<DatastoreError>,
     finished: bool,
 }

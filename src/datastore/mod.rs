@@ -104,15 +104,24 @@ impl Store {
         let position = backend.current_revision().await?;
         let feed = Arc::new(ChangeFeed::new(position, config));
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
+        let (committed, announcements) = tokio::sync::watch::channel(position);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(writer::run(
             backend.clone(),
             feed.clone(),
             requests,
+            committed,
             config.write_batch_max,
             shutdown.clone(),
         ));
+        if backend.engine() == Engine::Postgres {
+            tasks.spawn(writer::run_announcer(
+                backend.clone(),
+                announcements,
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(feed::run_poller(
             feed.clone(),
             backend.clone(),

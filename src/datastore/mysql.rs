@@ -66,17 +66,21 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
             })
         });
 
-    let pool = match pool_options.clone().connect_with(options.clone()).await {
-        Ok(pool) => pool,
-        Err(err) if is_missing_database(&err) => {
-            create_database(&options, &endpoint).await?;
-            pool_options
-                .connect_with(options.clone())
-                .await
-                .map_err(connect_error(&endpoint))?
+    // One direct connection first: its error says what is wrong (refused, bad password,
+    // missing database), where a pool would only report a timeout after retrying.
+    let timeout = Duration::from_millis(config.acquire_timeout_ms);
+    match tokio::time::timeout(timeout, sqlx::MySqlConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            conn.close().await.ok();
         }
-        Err(err) => return Err(connect_error(&endpoint)(err)),
-    };
+        Ok(Err(err)) if is_missing_database(&err) => create_database(&options, &endpoint).await?,
+        Ok(Err(err)) => return Err(connect_error(&endpoint)(err)),
+        Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
+    }
+    let pool = pool_options
+        .connect_with(options.clone())
+        .await
+        .map_err(connect_error(&endpoint))?;
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let database = options.get_database().unwrap_or("capstan").to_string();
     let hooks = Arc::new(MySqlHooks {
@@ -165,6 +169,10 @@ impl EngineHooks for MySqlHooks {
 
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
         Ok(None)
+    }
+
+    async fn announce(&self, _revision: i64) -> Result<()> {
+        Ok(())
     }
 }
 

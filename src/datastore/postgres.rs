@@ -1,7 +1,12 @@
 //! PostgreSQL: advisory locks for leaders, and LISTEN/NOTIFY so every server's change feed
-//! wakes the moment a write commits anywhere. The `kv_revision` trigger in the migration
-//! sends the notification inside the writing transaction, so it is delivered exactly when
-//! the write becomes visible.
+//! wakes the moment a write commits anywhere.
+//!
+//! The notification is sent after the write transaction commits, by a separate statement,
+//! not inside the transaction (say, from a trigger): a NOTIFY makes Postgres take a
+//! database-wide lock and append to its notification queue at commit, which measured
+//! 1-4 ms per commit here, all of it inside the section every writer serialises on
+//! (throughput fell from 5.6k to 4.4k writes/s). Sent afterwards, it costs the writers
+//! nothing, and one notification covers every commit made since the previous one.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -14,7 +19,8 @@ use sqlx::{Connection, Postgres};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, expiry};
+use super::types::{WriteOp, WriteOutcome};
 use super::{connect_error, masked, migrate};
 
 /// The channel the revision trigger notifies on.
@@ -63,17 +69,21 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
         .min_connections(super::warm_connections(config))
         .test_before_acquire(false);
 
-    let pool = match pool_options.clone().connect_with(options.clone()).await {
-        Ok(pool) => pool,
-        Err(err) if is_missing_database(&err) => {
-            create_database(&options, &endpoint).await?;
-            pool_options
-                .connect_with(options)
-                .await
-                .map_err(connect_error(&endpoint))?
+    // One direct connection first: its error says what is wrong (refused, bad password,
+    // missing database), where a pool would only report a timeout after retrying.
+    let timeout = Duration::from_millis(config.acquire_timeout_ms);
+    match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options)).await {
+        Ok(Ok(conn)) => {
+            conn.close().await.ok();
         }
-        Err(err) => return Err(connect_error(&endpoint)(err)),
-    };
+        Ok(Err(err)) if is_missing_database(&err) => create_database(&options, &endpoint).await?,
+        Ok(Err(err)) => return Err(connect_error(&endpoint)(err)),
+        Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
+    }
+    let pool = pool_options
+        .connect_with(options.clone())
+        .await
+        .map_err(connect_error(&endpoint))?;
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let hooks = Arc::new(PgHooks { pool: pool.clone() });
     Ok(SqlBackend {
@@ -110,6 +120,78 @@ async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<(
 
 struct PgHooks {
     pool: PgPool,
+}
+
+impl PgHooks {
+    /// One call of `capstan_apply` (migration 0002): the lock, every comparison and every
+    /// write happen inside Postgres, and the statement commits on its own, so the counter
+    /// is held for the function's run and the commit only, never for a network round trip.
+    async fn apply_batch(&self, ops: &[WriteOp], now_ms: i64) -> Result<Vec<WriteOutcome>> {
+        let mut kinds = Vec::with_capacity(ops.len());
+        let mut names = Vec::with_capacity(ops.len());
+        let mut values: Vec<&[u8]> = Vec::with_capacity(ops.len());
+        let mut expected = Vec::with_capacity(ops.len());
+        let mut expires = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                WriteOp::Create { key, value, ttl } => {
+                    kinds.push(0_i16);
+                    names.push(key.as_str());
+                    values.push(value);
+                    expected.push(None);
+                    expires.push(expiry(now_ms, *ttl));
+                }
+                WriteOp::Update {
+                    key,
+                    value,
+                    expected_revision,
+                    ttl,
+                } => {
+                    kinds.push(1);
+                    names.push(key.as_str());
+                    values.push(value);
+                    expected.push(Some(*expected_revision));
+                    expires.push(expiry(now_ms, *ttl));
+                }
+                WriteOp::Delete {
+                    key,
+                    expected_revision,
+                } => {
+                    kinds.push(2);
+                    names.push(key.as_str());
+                    values.push(&[]);
+                    expected.push(*expected_revision);
+                    expires.push(None);
+                }
+            }
+        }
+        let rows: Vec<(bool, Option<i64>)> =
+            sqlx::query_as("SELECT applied, revision FROM capstan_apply($1, $2, $3, $4, $5)")
+                .bind(kinds)
+                .bind(names)
+                .bind(values)
+                .bind(expected)
+                .bind(expires)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DatastoreError::query("write"))?;
+        if rows.len() != ops.len() {
+            return Err(DatastoreError::Corrupt(format!(
+                "capstan_apply returned {} results for {} writes",
+                rows.len(),
+                ops.len()
+            )));
+        }
+        rows.into_iter()
+            .map(|(applied, revision)| match (applied, revision) {
+                (true, Some(revision)) => Ok(WriteOutcome::Applied { revision }),
+                (true, None) => Err(DatastoreError::Corrupt(
+                    "capstan_apply applied a write without a revision".into(),
+                )),
+                (false, current_revision) => Ok(WriteOutcome::Conflict { current_revision }),
+            })
+            .collect()
+    }
 }
 
 /// Advisory lock keys are 64-bit; names hash to them (FNV-1a, stable across releases).
@@ -159,6 +241,20 @@ impl EngineHooks for PgHooks {
             .await
             .map_err(DatastoreError::query("listen for changes"))?;
         Ok(Some(Box::new(PgSignal { listener })))
+    }
+
+    async fn apply(&self, ops: &[WriteOp], now_ms: i64) -> Option<Result<Vec<WriteOutcome>>> {
+        Some(self.apply_batch(ops, now_ms).await)
+    }
+
+    async fn announce(&self, revision: i64) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(revision.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(DatastoreError::query("announce a commit"))?;
+        Ok(())
     }
 }
 

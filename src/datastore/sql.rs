@@ -189,6 +189,14 @@ pub(crate) trait EngineHooks: Send + Sync {
     fn begin_write(&self) -> Option<&'static str>;
     async fn try_lock(&self, name: &str, holder: &str) -> Result<Option<Box<dyn LockLease>>>;
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>>;
+    /// Tells other servers that revisions up to `revision` are committed (a no-op where
+    /// the engine has no push signal).
+    async fn announce(&self, revision: i64) -> Result<()>;
+    /// Applies a batch in one server-side call, where the engine has one; `None` means use
+    /// the portable transaction ([`SqlBackend::apply_in_transaction`]).
+    async fn apply(&self, _ops: &[WriteOp], _now_ms: i64) -> Option<Result<Vec<WriteOutcome>>> {
+        None
+    }
 }
 
 /// The log on one sqlx pool.
@@ -226,7 +234,7 @@ enum FinalState {
     Gone,
 }
 
-fn expiry(now_ms: i64, ttl: Option<std::time::Duration>) -> Option<i64> {
+pub(crate) fn expiry(now_ms: i64, ttl: Option<std::time::Duration>) -> Option<i64> {
     ttl.map(|ttl| now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
 }
 
@@ -310,8 +318,9 @@ where
                     revision: row.try_get(1)?,
                     create_revision: row.try_get(2)?,
                 };
-                if let Some(key) = chunk.iter().find(|k| **k == name) {
-                    state.insert(key, Some(current));
+                // `keys` is sorted, so each name is found by binary search.
+                if let Ok(index) = chunk.binary_search(&name.as_str()) {
+                    state.insert(chunk[index], Some(current));
                 }
             }
         }
@@ -623,6 +632,9 @@ where
     }
 
     async fn apply(&self, ops: &[WriteOp], now_ms: i64) -> Result<Vec<WriteOutcome>> {
+        if let Some(result) = self.hooks.apply(ops, now_ms).await {
+            return result;
+        }
         self.apply_in_transaction(ops, now_ms)
             .await
             .map_err(DatastoreError::query("write"))
@@ -722,6 +734,10 @@ where
 
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
         self.hooks.change_signal().await
+    }
+
+    async fn announce(&self, revision: i64) -> Result<()> {
+        self.hooks.announce(revision).await
     }
 
     fn pool_stats(&self) -> PoolStats {

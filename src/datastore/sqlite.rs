@@ -54,16 +54,14 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
             reason: "no file path given".into(),
         });
     }
-    if file != ":memory:" {
-        if let Some(parent) = Path::new(file)
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|e| DatastoreError::InvalidEndpoint {
-                endpoint: endpoint.clone(),
-                reason: format!("cannot create folder {}: {e}", parent.display()),
-            })?;
-        }
+    let parent = Path::new(file)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| file != ":memory:") {
+        std::fs::create_dir_all(parent).map_err(|e| DatastoreError::InvalidEndpoint {
+            endpoint: endpoint.clone(),
+            reason: format!("cannot create folder {}: {e}", parent.display()),
+        })?;
     }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
         .map_err(|e| DatastoreError::InvalidEndpoint {
@@ -122,6 +120,10 @@ impl EngineHooks for SqliteHooks {
 
     async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>> {
         Ok(None)
+    }
+
+    async fn announce(&self, _revision: i64) -> Result<()> {
+        Ok(())
     }
 }
 

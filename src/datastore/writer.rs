@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::Backend;
@@ -57,6 +57,7 @@ pub(crate) async fn run(
     backend: Arc<dyn Backend>,
     feed: Arc<ChangeFeed>,
     mut requests: mpsc::Receiver<WriteRequest>,
+    committed: watch::Sender<i64>,
     batch_max: usize,
     shutdown: CancellationToken,
 ) {
@@ -92,11 +93,16 @@ pub(crate) async fn run(
         metrics::WRITE_BATCH_SIZE.observe(batch.len() as f64);
         match result {
             Ok(outcomes) => {
-                if outcomes
+                let newest = outcomes
                     .iter()
-                    .any(|o| matches!(o, WriteOutcome::Applied { .. }))
-                {
+                    .filter_map(|o| match o {
+                        WriteOutcome::Applied { revision } => Some(*revision),
+                        WriteOutcome::Conflict { .. } => None,
+                    })
+                    .max();
+                if let Some(newest) = newest {
                     feed.wake();
+                    committed.send_replace(newest);
                 }
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(Committed {
@@ -119,5 +125,26 @@ pub(crate) async fn run(
     requests.close();
     while let Ok(request) = requests.try_recv() {
         let _ = request.reply.send(Err(DatastoreError::ShuttingDown));
+    }
+}
+
+/// Tells the other servers about this server's commits (Postgres NOTIFY), outside the
+/// write transaction. Commits that land while a notification is being sent are covered by
+/// the next one, so under load there is one notification per round trip, not per commit.
+pub(crate) async fn run_announcer(
+    backend: Arc<dyn Backend>,
+    mut committed: watch::Receiver<i64>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = committed.changed() => if changed.is_err() { break },
+        }
+        let revision = *committed.borrow_and_update();
+        if let Err(err) = backend.announce(revision).await {
+            // Other servers still find the change by polling, just later.
+            tracing::warn!(error = %err, revision, "could not announce a commit to other servers");
+        }
     }
 }
