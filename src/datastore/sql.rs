@@ -47,7 +47,7 @@ pub(crate) struct Statements {
     pub get: &'static str,
     pub get_at: &'static str,
     pub list_current: &'static str,
-    pub list_changed: &'static str,
+    pub changed_names: &'static str,
     pub count: &'static str,
     pub history: &'static str,
     pub history_in_range: &'static str,
@@ -100,13 +100,12 @@ impl Templates {
                  JOIN kv_history h ON h.revision = c.revision \
                  WHERE c.name >= ? AND c.name < ? AND c.revision <= ? ORDER BY c.name LIMIT ?",
             ),
-            // Keys changed after the list revision: their state at that revision is the
-            // newest history row at or below it. Costs O(changes since the revision).
-            list_changed: text(
-                "SELECT h.name, h.revision, h.create_revision, h.deleted, h.value FROM \
-                 (SELECT DISTINCT name FROM kv_history WHERE revision > ? AND name >= ? AND name < ?) changed \
-                 JOIN kv_history h ON h.name = changed.name AND h.revision = \
-                 (SELECT MAX(m.revision) FROM kv_history m WHERE m.name = changed.name AND m.revision <= ?)",
+            // Keys of a range changed in a revision window. The name bounds are wrapped in
+            // substr() so no planner uses the (name, revision) index for them: that index
+            // would walk the whole range (O(table)); the primary key walks only the window.
+            changed_names: text(
+                "SELECT name, revision FROM kv_history WHERE revision > ? AND revision <= ? \
+                 AND substr(name, 1) >= ? AND substr(name, 1) < ? ORDER BY revision LIMIT ?",
             ),
             count: text("SELECT COUNT(*) FROM kv_current WHERE name >= ? AND name < ?"),
             history: text(
@@ -117,7 +116,7 @@ impl Templates {
             history_in_range: text(
                 "SELECT h.revision, h.name, h.create_revision, h.prev_revision, h.deleted, h.value, p.value \
                  FROM kv_history h LEFT JOIN kv_history p ON p.revision = h.prev_revision \
-                 WHERE h.revision > ? AND h.revision <= ? AND h.name >= ? AND h.name < ? \
+                 WHERE h.revision > ? AND h.revision <= ? AND substr(h.name, 1) >= ? AND substr(h.name, 1) < ? \
                  ORDER BY h.revision LIMIT ?",
             ),
             expired: text(
@@ -282,6 +281,86 @@ where
             },
             prev_value: prev_value.map(Bytes::from),
         })
+    }
+
+    /// Distinct keys of `range` (up to `last`, when given) written in `(after, through]`,
+    /// found by walking the revision window on the primary key.
+    async fn changed_names(
+        &self,
+        range: &KeyRange,
+        after: i64,
+        through: i64,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
+        const WINDOW_PAGE: usize = 1000;
+        let mut names = std::collections::BTreeSet::new();
+        let mut cursor = after;
+        while cursor < through {
+            let rows = sqlx::query(self.sql.changed_names)
+                .bind(cursor)
+                .bind(through)
+                .bind(range.start.as_str())
+                .bind(range.end.as_str())
+                .bind(limit_param(WINDOW_PAGE))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DatastoreError::query("list changed keys"))?;
+            for row in &rows {
+                let name: String = row
+                    .try_get(0)
+                    .map_err(DatastoreError::query("list changed keys"))?;
+                cursor = row
+                    .try_get(1)
+                    .map_err(DatastoreError::query("list changed keys"))?;
+                if last.is_none_or(|last| name.as_str() <= last) {
+                    names.insert(name);
+                }
+            }
+            if rows.len() < WINDOW_PAGE {
+                break;
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// The state of each of `names` at `revision` (absent keys left out).
+    async fn states_at(&self, names: &[String], revision: i64) -> Result<Vec<KeyValue>> {
+        let mut items = Vec::with_capacity(names.len());
+        for chunk in names.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "SELECT h.name, h.revision, h.create_revision, h.deleted, h.value FROM kv_history h \
+                 WHERE h.name IN (",
+            );
+            let mut list = query.separated(", ");
+            for name in chunk {
+                list.push_bind(name.as_str());
+            }
+            query.push(") AND h.revision = (SELECT MAX(m.revision) FROM kv_history m WHERE m.name = h.name AND m.revision <= ");
+            query.push_bind(revision);
+            query.push(")");
+            let rows = query
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(DatastoreError::query("list at revision"))?;
+            for row in &rows {
+                let decode = || -> std::result::Result<Option<KeyValue>, sqlx::Error> {
+                    let deleted: bool = row.try_get(3)?;
+                    if deleted {
+                        return Ok(None);
+                    }
+                    let value: Vec<u8> = row.try_get(4)?;
+                    Ok(Some(KeyValue {
+                        key: row.try_get(0)?,
+                        mod_revision: row.try_get(1)?,
+                        create_revision: row.try_get(2)?,
+                        value: Bytes::from(value),
+                    }))
+                };
+                items.extend(decode().map_err(DatastoreError::query("list at revision"))?);
+            }
+        }
+        Ok(items)
     }
 
     async fn apply_in_transaction(
@@ -569,7 +648,8 @@ where
         revision: i64,
         limit: usize,
     ) -> Result<(Vec<KeyValue>, bool)> {
-        // Ask for one more than the page to learn whether more follow.
+        // Keys unchanged since `revision`, from current state (ask for one more than the
+        // page to learn whether more follow).
         let fetch = if limit == 0 { 0 } else { limit + 1 };
         let unchanged = sqlx::query(self.sql.list_current)
             .bind(range.start.as_str())
@@ -579,42 +659,37 @@ where
             .fetch_all(&self.pool)
             .await
             .map_err(DatastoreError::query("list"))?;
-        let changed = sqlx::query(self.sql.list_changed)
-            .bind(revision)
-            .bind(range.start.as_str())
-            .bind(range.end.as_str())
-            .bind(revision)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(DatastoreError::query("list"))?;
-        let decode = || -> std::result::Result<Vec<KeyValue>, sqlx::Error> {
-            let mut items = Vec::with_capacity(unchanged.len() + changed.len());
-            for row in &unchanged {
+        let mut items = unchanged
+            .iter()
+            .map(|row| {
                 let value: Vec<u8> = row.try_get(3)?;
-                items.push(KeyValue {
+                Ok(KeyValue {
                     key: row.try_get(0)?,
                     mod_revision: row.try_get(1)?,
                     create_revision: row.try_get(2)?,
                     value: Bytes::from(value),
-                });
-            }
-            for row in &changed {
-                let deleted: bool = row.try_get(3)?;
-                if deleted {
-                    continue;
-                }
-                let value: Vec<u8> = row.try_get(4)?;
-                items.push(KeyValue {
-                    key: row.try_get(0)?,
-                    mod_revision: row.try_get(1)?,
-                    create_revision: row.try_get(2)?,
-                    value: Bytes::from(value),
-                });
-            }
-            Ok(items)
-        };
-        let mut items = decode().map_err(DatastoreError::query("list"))?;
-        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+            .map_err(DatastoreError::query("list"))?;
+
+        // Keys changed after `revision` (read after the query above, so every change its
+        // snapshot excluded is covered): their state at `revision` comes from history.
+        // Usually nothing changed and this is one read of the counter.
+        let head = self.current_revision().await?;
+        if head > revision {
+            // A changed key past the last unchanged one of a full page cannot be on it.
+            let page_end = (limit != 0 && items.len() == fetch)
+                .then(|| items.last().map(|kv| kv.key.clone()))
+                .flatten();
+            let changed = self
+                .changed_names(range, revision, head, page_end.as_deref())
+                .await?;
+            items.extend(self.states_at(&changed, revision).await?);
+            items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            // A key changed after the first query's snapshot is in both; same state.
+            items.dedup_by(|a, b| a.key == b.key);
+        }
         let more = limit != 0 && items.len() > limit;
         if limit != 0 {
             items.truncate(limit);
