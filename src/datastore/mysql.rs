@@ -13,7 +13,7 @@ use sqlx::{Connection, Executor, MySql};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool};
 use super::{connect_error, masked, migrate};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
@@ -78,6 +78,7 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
         Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
     }
     let pool = pool_options
+        .clone()
         .connect_with(options.clone())
         .await
         .map_err(connect_error(&endpoint))?;
@@ -87,8 +88,16 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
         pool: pool.clone(),
         database,
     });
+    let writer_pool = dedicated_pool(&pool_options, options.clone())
+        .await
+        .map_err(connect_error(&endpoint))?;
+    let feed_pool = dedicated_pool(&pool_options, options)
+        .await
+        .map_err(connect_error(&endpoint))?;
     Ok(SqlBackend {
         pool,
+        writer_pool,
+        feed_pool,
         sql: statements(),
         engine: Engine::MySql,
         hooks,

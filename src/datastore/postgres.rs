@@ -19,7 +19,7 @@ use sqlx::{Connection, Postgres};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, expiry};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool, expiry};
 use super::types::{WriteOp, WriteOutcome};
 use super::{connect_error, masked, migrate};
 
@@ -86,13 +86,25 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
         Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
     }
     let pool = pool_options
+        .clone()
         .connect_with(options.clone())
         .await
         .map_err(connect_error(&endpoint))?;
     migrate(&MIGRATOR, &pool, &endpoint).await?;
-    let hooks = Arc::new(PgHooks { pool: pool.clone() });
+    let writer_pool = dedicated_pool(&pool_options, options.clone())
+        .await
+        .map_err(connect_error(&endpoint))?;
+    let hooks = Arc::new(PgHooks {
+        pool: pool.clone(),
+        writer_pool: writer_pool.clone(),
+    });
+    let feed_pool = dedicated_pool(&pool_options, options)
+        .await
+        .map_err(connect_error(&endpoint))?;
     Ok(SqlBackend {
         pool,
+        writer_pool,
+        feed_pool,
         sql: statements(),
         engine: Engine::Postgres,
         hooks,
@@ -125,6 +137,8 @@ async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<(
 
 struct PgHooks {
     pool: PgPool,
+    /// The writer's own connection (see `SqlBackend`).
+    writer_pool: PgPool,
 }
 
 impl PgHooks {
@@ -177,7 +191,7 @@ impl PgHooks {
                 .bind(values)
                 .bind(expected)
                 .bind(expires)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer_pool)
                 .await
                 .map_err(DatastoreError::query("write"))?;
         if rows.len() != ops.len() {

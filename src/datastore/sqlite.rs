@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool};
 use super::{connect_error, masked, migrate};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -72,16 +72,26 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new()
+    let pool_options = SqlitePoolOptions::new()
         .max_connections(config.max_connections.clamp(2, 8))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-        .connect_with(options)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+    let pool = pool_options
+        .clone()
+        .connect_with(options.clone())
         .await
         .map_err(connect_error(&endpoint))?;
     migrate(&MIGRATOR, &pool, &endpoint).await?;
     let hooks = Arc::new(SqliteHooks { pool: pool.clone() });
+    let writer_pool = dedicated_pool(&pool_options, options.clone())
+        .await
+        .map_err(connect_error(&endpoint))?;
+    let feed_pool = dedicated_pool(&pool_options, options)
+        .await
+        .map_err(connect_error(&endpoint))?;
     Ok(SqlBackend {
         pool,
+        writer_pool,
+        feed_pool,
         sql: statements(),
         engine: Engine::Sqlite,
         hooks,
