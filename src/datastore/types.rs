@@ -51,10 +51,19 @@ pub fn validate_value(key: &str, value: &[u8]) -> Result<(), DatastoreError> {
     Ok(())
 }
 
+/// The key as error messages show it: at most 80 characters, with control and non-ASCII
+/// characters replaced by `?`. Spaces are printable and kept, so a key refused for a space
+/// is shown as it was given.
 fn truncate_for_message(key: &str) -> String {
     key.chars()
         .take(80)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
