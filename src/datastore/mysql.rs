@@ -13,8 +13,8 @@ use sqlx::{Connection, Executor, MySql};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool};
-use super::{connect_error, masked, migrate};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools};
+use super::{connect_error, masked};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
@@ -66,42 +66,21 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
             })
         });
 
-    // One direct connection first: its error says what is wrong (refused, bad password,
-    // missing database), where a pool would only report a timeout after retrying.
-    let timeout = Duration::from_millis(config.acquire_timeout_ms);
-    match tokio::time::timeout(timeout, sqlx::MySqlConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => {
-            conn.close().await.ok();
-        }
-        Ok(Err(err)) if is_missing_database(&err) => create_database(&options, &endpoint).await?,
-        Ok(Err(err)) => return Err(connect_error(&endpoint)(err)),
-        Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
-    }
-    let pool = pool_options
-        .clone()
-        .connect_with(options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
-    migrate(&MIGRATOR, &pool, &endpoint).await?;
+    let pools = connect_pools(
+        options.clone(),
+        pool_options,
+        &MIGRATOR,
+        &endpoint,
+        is_missing_database,
+        create_database(&options, &endpoint),
+    )
+    .await?;
     let database = options.get_database().unwrap_or("capstan").to_string();
     let hooks = Arc::new(MySqlHooks {
-        pool: pool.clone(),
+        pool: pools.shared.clone(),
         database,
     });
-    let writer_pool = dedicated_pool(&pool_options, options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
-    let feed_pool = dedicated_pool(&pool_options, options)
-        .await
-        .map_err(connect_error(&endpoint))?;
-    Ok(SqlBackend {
-        pool,
-        writer_pool,
-        feed_pool,
-        sql: statements(),
-        engine: Engine::MySql,
-        hooks,
-    })
+    Ok(SqlBackend::new(pools, statements(), Engine::MySql, hooks))
 }
 
 fn is_missing_database(err: &sqlx::Error) -> bool {

@@ -19,9 +19,9 @@ use sqlx::{Connection, Postgres};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool, expiry};
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools, expiry};
 use super::types::{WriteOp, WriteOutcome};
-use super::{connect_error, masked, migrate};
+use super::{connect_error, masked};
 
 /// The channel the revision trigger notifies on.
 const CHANNEL: &str = "capstan_revision";
@@ -74,41 +74,25 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
         .min_connections(super::warm_connections(config))
         .test_before_acquire(false);
 
-    // One direct connection first: its error says what is wrong (refused, bad password,
-    // missing database), where a pool would only report a timeout after retrying.
-    let timeout = Duration::from_millis(config.acquire_timeout_ms);
-    match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options)).await {
-        Ok(Ok(conn)) => {
-            conn.close().await.ok();
-        }
-        Ok(Err(err)) if is_missing_database(&err) => create_database(&options, &endpoint).await?,
-        Ok(Err(err)) => return Err(connect_error(&endpoint)(err)),
-        Err(_) => return Err(connect_error(&endpoint)(sqlx::Error::PoolTimedOut)),
-    }
-    let pool = pool_options
-        .clone()
-        .connect_with(options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
-    migrate(&MIGRATOR, &pool, &endpoint).await?;
-    let writer_pool = dedicated_pool(&pool_options, options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
+    let pools = connect_pools(
+        options.clone(),
+        pool_options,
+        &MIGRATOR,
+        &endpoint,
+        is_missing_database,
+        create_database(&options, &endpoint),
+    )
+    .await?;
     let hooks = Arc::new(PgHooks {
-        pool: pool.clone(),
-        writer_pool: writer_pool.clone(),
+        pool: pools.shared.clone(),
+        writer_pool: pools.writer.clone(),
     });
-    let feed_pool = dedicated_pool(&pool_options, options)
-        .await
-        .map_err(connect_error(&endpoint))?;
-    Ok(SqlBackend {
-        pool,
-        writer_pool,
-        feed_pool,
-        sql: statements(),
-        engine: Engine::Postgres,
+    Ok(SqlBackend::new(
+        pools,
+        statements(),
+        Engine::Postgres,
         hooks,
-    })
+    ))
 }
 
 fn is_missing_database(err: &sqlx::Error) -> bool {

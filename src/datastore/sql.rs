@@ -198,6 +198,24 @@ pub(crate) trait EngineHooks: Send + Sync {
     }
 }
 
+impl<DB: Database> SqlBackend<DB> {
+    pub(crate) fn new(
+        pools: Pools<DB>,
+        sql: &'static Statements,
+        engine: Engine,
+        hooks: Arc<dyn EngineHooks>,
+    ) -> Self {
+        SqlBackend {
+            pool: pools.shared,
+            writer_pool: pools.writer,
+            feed_pool: pools.feed,
+            sql,
+            engine,
+            hooks,
+        }
+    }
+}
+
 /// The log on sqlx pools. The two loops whose latency every client sees, the batching
 /// writer and the change feed's poller, each own a one-connection pool; reads share the
 /// main pool. A burst of reads, or the main pool opening a connection (a TLS handshake,
@@ -212,17 +230,59 @@ pub(crate) struct SqlBackend<DB: Database> {
 }
 
 /// A key's row in `kv_current` as read inside a write transaction.
-/// Opens a pool of exactly one connection (reopened automatically if it breaks).
-pub(crate) async fn dedicated_pool<DB: Database>(
-    options: &sqlx::pool::PoolOptions<DB>,
+/// The three pools of a backend (see [`SqlBackend`]).
+pub(crate) struct Pools<DB: Database> {
+    pub shared: Pool<DB>,
+    pub writer: Pool<DB>,
+    pub feed: Pool<DB>,
+}
+
+/// Connects to an engine. A direct first connection comes first because its error names
+/// the real problem (refused, bad password, missing database) where a pool only reports a
+/// timeout after retrying; when `is_missing` recognises a missing database, `create` makes
+/// it. Then the shared pool, the schema migrations, and the writer's and the feed's own
+/// one-connection pools (reopened automatically if their connection breaks).
+pub(crate) async fn connect_pools<DB, Create>(
     connect: <DB::Connection as sqlx::Connection>::Options,
-) -> std::result::Result<Pool<DB>, sqlx::Error> {
-    options
-        .clone()
-        .max_connections(1)
-        .min_connections(1)
-        .connect_with(connect)
-        .await
+    pool_options: sqlx::pool::PoolOptions<DB>,
+    migrator: &sqlx::migrate::Migrator,
+    endpoint: &str,
+    is_missing: fn(&sqlx::Error) -> bool,
+    create: Create,
+) -> Result<Pools<DB>>
+where
+    DB: Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    Create: std::future::Future<Output = Result<()>>,
+{
+    let first = <DB::Connection as sqlx::Connection>::connect_with(&connect);
+    match tokio::time::timeout(pool_options.get_acquire_timeout(), first).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(err)) if is_missing(&err) => create.await?,
+        Ok(Err(err)) => return Err(super::connect_error(endpoint)(err)),
+        Err(_) => return Err(super::connect_error(endpoint)(sqlx::Error::PoolTimedOut)),
+    }
+    let open = |options: sqlx::pool::PoolOptions<DB>| {
+        let connect = connect.clone();
+        async move {
+            options
+                .connect_with(connect)
+                .await
+                .map_err(super::connect_error(endpoint))
+        }
+    };
+    let shared = open(pool_options.clone()).await?;
+    super::migrate(migrator, &shared, endpoint).await?;
+    let single = pool_options.max_connections(1).min_connections(1);
+    let writer = open(single.clone()).await?;
+    let feed = open(single).await?;
+    Ok(Pools {
+        shared,
+        writer,
+        feed,
+    })
 }
 
 #[derive(Clone, Copy)]

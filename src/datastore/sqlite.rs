@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, dedicated_pool};
-use super::{connect_error, masked, migrate};
+use super::masked;
+use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -75,27 +75,20 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
     let pool_options = SqlitePoolOptions::new()
         .max_connections(config.max_connections.clamp(2, 8))
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
-    let pool = pool_options
-        .clone()
-        .connect_with(options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
-    migrate(&MIGRATOR, &pool, &endpoint).await?;
-    let hooks = Arc::new(SqliteHooks { pool: pool.clone() });
-    let writer_pool = dedicated_pool(&pool_options, options.clone())
-        .await
-        .map_err(connect_error(&endpoint))?;
-    let feed_pool = dedicated_pool(&pool_options, options)
-        .await
-        .map_err(connect_error(&endpoint))?;
-    Ok(SqlBackend {
-        pool,
-        writer_pool,
-        feed_pool,
-        sql: statements(),
-        engine: Engine::Sqlite,
-        hooks,
-    })
+    // SQLite creates a missing file itself (create_if_missing), so nothing is "missing".
+    let pools = connect_pools(
+        options,
+        pool_options,
+        &MIGRATOR,
+        &endpoint,
+        |_| false,
+        async { Ok(()) },
+    )
+    .await?;
+    let hooks = Arc::new(SqliteHooks {
+        pool: pools.shared.clone(),
+    });
+    Ok(SqlBackend::new(pools, statements(), Engine::Sqlite, hooks))
 }
 
 fn now_ms() -> i64 {

@@ -51,20 +51,11 @@ pub fn validate_value(key: &str, value: &[u8]) -> Result<(), DatastoreError> {
     Ok(())
 }
 
-/// The key as error messages show it: at most 80 characters, with control and non-ASCII
-/// characters replaced by `?`. Spaces are printable and kept, so a key refused for a space
-/// is shown as it was given.
+/// The key as error messages show it: at most 80 characters. Errors print it with `{:?}`,
+/// which escapes control and non-ASCII characters, so the key shown is unambiguous (a `?`
+/// substitute would itself be a valid key byte).
 fn truncate_for_message(key: &str) -> String {
-    key.chars()
-        .take(80)
-        .map(|c| {
-            if c == ' ' || c.is_ascii_graphic() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    key.chars().take(80).collect()
 }
 
 /// The smallest key greater than every key starting with `prefix`: the exclusive end of a
