@@ -160,28 +160,25 @@ pub(crate) async fn run_poller(
     let idle = config.poll_interval();
     let busy = config.poll_interval_busy();
     let mut interval = idle;
-    let mut signal: Option<Box<dyn ChangeSignal>> = None;
-    let mut next_signal_attempt = Instant::now();
+    let mut signal = Signal::Retry(Instant::now());
     let mut gap_since: Option<Instant> = None;
     loop {
-        if signal.is_none() && Instant::now() >= next_signal_attempt {
-            match backend.change_signal().await {
-                Ok(s) => signal = s,
+        if let Signal::Retry(at) = signal
+            && Instant::now() >= at
+        {
+            signal = match backend.change_signal().await {
+                Ok(Some(connected)) => Signal::Connected(connected),
+                Ok(None) => Signal::Unsupported,
                 Err(err) => {
-                    tracing::warn!(error = %err, "change notifications unavailable; polling")
+                    tracing::warn!(error = %err, "change notifications unavailable; polling");
+                    Signal::Retry(Instant::now() + Duration::from_secs(5))
                 }
-            }
-            // Engines without a signal are not asked again; broken ones are retried.
-            next_signal_attempt =
-                Instant::now() + Duration::from_secs(if signal.is_some() { 0 } else { 5 });
-            if signal.is_none() && backend.engine() != super::backend::Engine::Postgres {
-                next_signal_attempt = Instant::now() + Duration::from_secs(u32::MAX as u64);
-            }
+            };
         }
         let signalled = async {
-            match signal.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
+            match &mut signal {
+                Signal::Connected(connected) => connected.recv().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -191,8 +188,7 @@ pub(crate) async fn run_poller(
             received = signalled => {
                 if let Err(err) = received {
                     tracing::warn!(error = %err, "change notification connection lost; polling until it is back");
-                    signal = None;
-                    next_signal_attempt = Instant::now() + Duration::from_secs(1);
+                    signal = Signal::Retry(Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -222,6 +218,16 @@ pub(crate) async fn run_poller(
             }
         }
     }
+}
+
+/// The push signal's state in the poller. A lost notification only delays delivery to the
+/// next poll: the log, not the signal, is the source of truth.
+enum Signal {
+    /// The engine has none (MySQL, SQLite): the timer alone drives polling.
+    Unsupported,
+    Connected(Box<dyn ChangeSignal>),
+    /// Ask for a (new) signal at this time.
+    Retry(Instant),
 }
 
 enum PollResult {

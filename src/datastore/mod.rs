@@ -184,8 +184,9 @@ impl Store {
         Ok(found)
     }
 
-    /// Fails with `Compacted` or `FutureRevision` unless `revision` can be read.
-    async fn check_readable(&self, revision: i64) -> Result<()> {
+    /// Fails with `Compacted` if compaction passed `revision` while we read at it (it
+    /// publishes the new oldest revision before it deletes anything).
+    async fn check_not_compacted(&self, revision: i64) -> Result<()> {
         let state = self.inner.backend.compaction_state().await?;
         if revision < state.compact_revision {
             return Err(DatastoreError::Compacted {
@@ -193,6 +194,12 @@ impl Store {
                 compact_revision: state.compact_revision,
             });
         }
+        Ok(())
+    }
+
+    /// Fails with `Compacted` or `FutureRevision` unless `revision` can be read.
+    async fn check_readable(&self, revision: i64) -> Result<()> {
+        self.check_not_compacted(revision).await?;
         let current = self.inner.backend.current_revision().await?;
         if revision > current {
             return Err(DatastoreError::FutureRevision {
@@ -223,7 +230,7 @@ impl Store {
         )
         .await?;
         if request.revision.is_some() {
-            self.check_readable(revision).await?;
+            self.check_not_compacted(revision).await?;
         }
         Ok(ListPage {
             items,
