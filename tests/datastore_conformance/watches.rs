@@ -2,7 +2,7 @@
 //! revision order; history from the database first, then live events, with no seam.
 
 use bytes::Bytes;
-use capstan::datastore::{Event, EventKind, KeyRange, ListRequest};
+use capstan::datastore::{DatastoreError, Event, EventKind, KeyRange, ListRequest};
 
 use crate::common::{TestDatabase, events_through, next_event};
 use crate::support::{applied, assert_every_revision_once, create_op};
@@ -12,6 +12,7 @@ conformance!(
     watch_from_a_lists_revision_catches_up_then_goes_live,
     watch_on_a_prefix_ignores_other_keys,
     watch_catch_up_spans_pages_and_outruns_the_recent_window,
+    a_watcher_that_stops_reading_is_cut_off_without_stalling_others,
 );
 
 async fn watch_from_now_delivers_changes_with_previous_values(db: &TestDatabase) {
@@ -189,4 +190,69 @@ async fn watch_catch_up_spans_pages_and_outruns_the_recent_window(db: &TestDatab
 
     assert_eq!(last, start + 1700);
     assert_every_revision_once(&events, start + 1, last);
+}
+
+/// A watcher that stops reading gets `WatcherTooSlow` once its bounded queue is full, naming
+/// the last revision it received so it can resume from there; the others on the same
+/// server receive every event meanwhile.
+async fn a_watcher_that_stops_reading_is_cut_off_without_stalling_others(db: &TestDatabase) {
+    const QUEUE: usize = 4;
+    let store = db.open_with(|config| config.watch_queue = QUEUE).await;
+    let range = KeyRange::prefix("/registry/configmaps/");
+    let mut slow = store.watch(range.clone(), None).await;
+    let mut reader = store.watch(range.clone(), None).await;
+
+    // Both are live once they have received one event.
+    let first = applied(
+        store
+            .create("/registry/configmaps/ns/first", "v")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next_event(&mut slow).await.revision, first);
+    assert_eq!(next_event(&mut reader).await.revision, first);
+
+    let mut last = first;
+    for i in 0..(QUEUE * 10) {
+        let key = format!("/registry/configmaps/ns/k{i:03}");
+        last = applied(store.create(&key, "v").await.unwrap());
+    }
+    let seen = events_through(&mut reader, last).await;
+    assert_eq!(
+        seen.len(),
+        QUEUE * 10,
+        "the reading watcher must get every event"
+    );
+
+    let mut queued = Vec::new();
+    let error = loop {
+        match tokio::time::timeout(crate::common::EVENT_TIMEOUT, slow.next()).await {
+            Ok(Some(Ok(event))) => queued.push(event.revision),
+            Ok(Some(Err(error))) => break error,
+            Ok(None) => panic!("the slow watch ended without saying why"),
+            Err(_) => panic!("the slow watch neither delivered nor failed"),
+        }
+    };
+    assert!(
+        queued.len() <= QUEUE,
+        "at most the queue's {QUEUE} events are kept, got {queued:?}"
+    );
+    assert!(
+        queued.windows(2).all(|pair| pair[0] < pair[1]),
+        "queued events stay in order"
+    );
+    match error {
+        DatastoreError::WatcherTooSlow {
+            revision, buffered, ..
+        } => {
+            assert_eq!(buffered, QUEUE);
+            assert_eq!(
+                revision,
+                queued.last().copied().unwrap_or(first),
+                "it names the last revision delivered"
+            );
+        }
+        other => panic!("expected WatcherTooSlow, got {other:?}"),
+    }
+    assert!(slow.next().await.is_none(), "a cut-off watch ends");
 }
