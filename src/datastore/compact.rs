@@ -56,7 +56,9 @@ impl Store {
             ..Default::default()
         };
         let mut through = state.compacted_through;
+        let run_started = Instant::now();
         while through < compact_revision && !stop.is_cancelled() {
+            metrics::COMPACTION_BACKLOG.set(compact_revision - through);
             let end = (through + step).min(compact_revision);
             let started = Instant::now();
             let removed =
@@ -68,6 +70,10 @@ impl Store {
             through = end;
             // Let other work in between steps.
             tokio::task::yield_now().await;
+        }
+        metrics::COMPACTION_BACKLOG.set(compact_revision - through);
+        if stats.steps > 0 {
+            metrics::COMPACTION_SECONDS.observe(run_started.elapsed().as_secs_f64());
         }
         Ok(stats)
     }

@@ -192,6 +192,7 @@ pub(crate) async fn run_poller(
                 }
             }
         }
+        metrics::record_pool(backend.pool_stats());
         match poll_once(&feed, backend.as_ref()).await {
             Ok(PollResult::Delivered) => {
                 gap_since = None;

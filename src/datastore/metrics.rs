@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus::{
-    Histogram, HistogramVec, IntCounterVec, IntGauge, register_histogram, register_histogram_vec,
-    register_int_counter_vec, register_int_gauge,
+    Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
 use super::error::Result;
@@ -106,6 +106,45 @@ pub static COMPACTED_ROWS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     )
     .expect("datastore metric names are registered once")
 });
+
+/// Connections of this server's shared pool, by state (`in_use`, `idle`).
+pub static POOL_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "capstan_datastore_pool_connections",
+        "Connections of the shared datastore pool, by state.",
+        &["state"]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Revisions published as compacted whose history is not cleaned yet.
+pub static COMPACTION_BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "capstan_datastore_compaction_backlog_revisions",
+        "Revisions below the compact revision whose history is not cleaned yet."
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Wall time of compaction runs.
+pub static COMPACTION_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "capstan_datastore_compaction_duration_seconds",
+        "Wall time of one compaction run (all its steps).",
+        vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Records pool occupancy.
+pub fn record_pool(stats: super::PoolStats) {
+    POOL_CONNECTIONS
+        .with_label_values(&["idle"])
+        .set(i64::from(stats.idle));
+    POOL_CONNECTIONS
+        .with_label_values(&["in_use"])
+        .set(i64::from(stats.size.saturating_sub(stats.idle)));
+}
 
 /// Runs `operation`, recording its latency and whether it succeeded.
 pub async fn observe<T>(op: StoreOp, operation: impl Future<Output = Result<T>>) -> Result<T> {
