@@ -5,3 +5,4 @@ pub mod bench;
 pub mod config;
 pub mod datastore;
 pub mod server;
+pub mod storage;
