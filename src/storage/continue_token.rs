@@ -7,10 +7,9 @@
 //! is bounded here: the revision is checked against compaction by the datastore, and the
 //! start key is re-joined to the request's own prefix, so a forged token can only move
 //! within the range the caller is already listing.
-//!
-//! The codec is written out (a few lines) rather than pulling a base64 crate into the
-//! dependency set for one call site.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StorageError};
@@ -71,43 +70,14 @@ impl ContinueToken {
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Unpadded URL-safe base64 (RFC 4648 §5).
+/// Unpadded URL-safe base64 (RFC 4648 §5), as kube-apiserver writes tokens.
 fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            let index = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[index as usize]));
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes unpadded (or padded) URL-safe base64; `None` if `text` is not that.
+/// Decodes URL-safe base64, with or without padding; `None` if `text` is not that.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            let value = ALPHABET.iter().position(|&a| a == c)? as u32;
-            n |= value << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
 }
 
 #[cfg(test)]
