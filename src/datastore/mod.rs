@@ -29,9 +29,11 @@ mod error;
 mod feed;
 pub mod metrics;
 mod mysql;
+mod pools;
 mod postgres;
 mod sql;
 mod sqlite;
+mod statements;
 mod types;
 mod writer;
 

@@ -13,7 +13,9 @@ use sqlx::{Connection, Executor, MySql};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools};
+use super::pools::connect_pools;
+use super::sql::{EngineHooks, SqlBackend};
+use super::statements::{Statements, Templates};
 use super::{connect_error, masked};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");

@@ -19,7 +19,9 @@ use sqlx::{Connection, Postgres};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools, expiry};
+use super::pools::connect_pools;
+use super::sql::{EngineHooks, SqlBackend, expiry};
+use super::statements::{Statements, Templates};
 use super::types::{WriteOp, WriteOutcome};
 use super::{connect_error, masked};
 

@@ -17,8 +17,7 @@
 //!   revision, and how far history cleaning has got.
 //! - `kv_lock(name PK, holder, expires_at)`: leases for engines without advisory locks.
 //!
-//! Statements are written with `?` placeholders and rewritten to `$n` for Postgres once at
-//! start-up; every value is bound, never spliced.
+//! Statement texts live in `statements.rs`, connection set-up in `pools.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,129 +32,12 @@ use super::backend::{Backend, ChangeSignal, CompactionState, Engine, LockLease, 
 use super::error::{DatastoreError, Result};
 use super::types::{Event, EventKind, KeyRange, KeyValue, WriteOp, WriteOutcome};
 
+use super::pools::Pools;
+use super::statements::Statements;
+
 /// Rows per multi-row statement: 6 binds a history row keeps this under every engine's
 /// bind-parameter limit (SQLite's is the lowest at 32766).
 const ROWS_PER_STATEMENT: usize = 500;
-
-/// The statement texts of one engine.
-pub(crate) struct Statements {
-    pub current_revision: &'static str,
-    pub compaction_state: &'static str,
-    /// Locks the counter row for the rest of the transaction.
-    pub lock_revision: &'static str,
-    pub set_revision: &'static str,
-    pub get: &'static str,
-    pub get_at: &'static str,
-    pub list_current: &'static str,
-    pub changed_names: &'static str,
-    pub count: &'static str,
-    pub history: &'static str,
-    pub history_in_range: &'static str,
-    pub expired: &'static str,
-    pub compact_predecessors: &'static str,
-    pub compact_tombstones: &'static str,
-    pub publish_compact: &'static str,
-    pub set_compacted_through: &'static str,
-    /// Appended to the multi-row insert into `kv_current` to make it an upsert.
-    pub upsert_current_suffix: &'static str,
-}
-
-/// Portable statement texts; `{for_update}` and `{upsert}` are filled per engine.
-pub(crate) struct Templates {
-    pub for_update: &'static str,
-    pub upsert_current_suffix: &'static str,
-    pub dollar_placeholders: bool,
-}
-
-impl Templates {
-    /// Builds the statements of an engine. Called once per engine per process (the texts
-    /// are kept for the life of the process, which prepared statement caches want anyway).
-    pub(crate) fn build(&self) -> Statements {
-        let text = |sql: &str| -> &'static str {
-            let sql = sql.replace("{for_update}", self.for_update);
-            let sql = if self.dollar_placeholders {
-                number_placeholders(&sql)
-            } else {
-                sql
-            };
-            Box::leak(sql.into_boxed_str())
-        };
-        Statements {
-            current_revision: text("SELECT revision FROM kv_revision WHERE id = 1"),
-            compaction_state: text(
-                "SELECT compact_revision, compacted_through FROM kv_compaction WHERE id = 1",
-            ),
-            lock_revision: text("SELECT revision FROM kv_revision WHERE id = 1{for_update}"),
-            set_revision: text("UPDATE kv_revision SET revision = ? WHERE id = 1"),
-            get: text(
-                "SELECT c.revision, c.create_revision, h.value FROM kv_current c \
-                 JOIN kv_history h ON h.revision = c.revision WHERE c.name = ?",
-            ),
-            get_at: text(
-                "SELECT revision, create_revision, deleted, value FROM kv_history \
-                 WHERE name = ? AND revision <= ? ORDER BY revision DESC LIMIT 1",
-            ),
-            list_current: text(
-                "SELECT c.name, c.revision, c.create_revision, h.value FROM kv_current c \
-                 JOIN kv_history h ON h.revision = c.revision \
-                 WHERE c.name >= ? AND c.name < ? AND c.revision <= ? ORDER BY c.name LIMIT ?",
-            ),
-            // Keys of a range changed in a revision window. The name bounds are wrapped in
-            // substr() so no planner uses the (name, revision) index for them: that index
-            // would walk the whole range (O(table)); the primary key walks only the window.
-            changed_names: text(
-                "SELECT name, revision FROM kv_history WHERE revision > ? AND revision <= ? \
-                 AND substr(name, 1) >= ? AND substr(name, 1) < ? ORDER BY revision LIMIT ?",
-            ),
-            count: text("SELECT COUNT(*) FROM kv_current WHERE name >= ? AND name < ?"),
-            history: text(
-                "SELECT h.revision, h.name, h.create_revision, h.prev_revision, h.deleted, h.value, p.value \
-                 FROM kv_history h LEFT JOIN kv_history p ON p.revision = h.prev_revision \
-                 WHERE h.revision > ? AND h.revision <= ? ORDER BY h.revision LIMIT ?",
-            ),
-            history_in_range: text(
-                "SELECT h.revision, h.name, h.create_revision, h.prev_revision, h.deleted, h.value, p.value \
-                 FROM kv_history h LEFT JOIN kv_history p ON p.revision = h.prev_revision \
-                 WHERE h.revision > ? AND h.revision <= ? AND substr(h.name, 1) >= ? AND substr(h.name, 1) < ? \
-                 ORDER BY h.revision LIMIT ?",
-            ),
-            expired: text(
-                "SELECT name, revision FROM kv_current WHERE expires_at IS NOT NULL AND expires_at <= ? \
-                 ORDER BY expires_at LIMIT ?",
-            ),
-            compact_predecessors: text(
-                "SELECT prev_revision FROM kv_history WHERE revision > ? AND revision <= ? AND prev_revision > 0",
-            ),
-            compact_tombstones: text(
-                "DELETE FROM kv_history WHERE revision > ? AND revision <= ? AND deleted",
-            ),
-            publish_compact: text(
-                "UPDATE kv_compaction SET compact_revision = ? WHERE id = 1 AND compact_revision < ?",
-            ),
-            set_compacted_through: text(
-                "UPDATE kv_compaction SET compacted_through = ? WHERE id = 1 AND compacted_through < ?",
-            ),
-            upsert_current_suffix: self.upsert_current_suffix,
-        }
-    }
-}
-
-/// Rewrites `?` placeholders to `$1, $2, …` (the statements above contain no `?` inside
-/// string literals).
-fn number_placeholders(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// The rows a statement changed (sqlx has no engine-neutral trait for this).
 pub(crate) trait RowsAffected {
@@ -192,7 +74,7 @@ pub(crate) trait EngineHooks: Send + Sync {
     /// the engine has no push signal).
     async fn announce(&self, revision: i64) -> Result<()>;
     /// Applies a batch in one server-side call, where the engine has one; `None` means use
-    /// the portable transaction ([`SqlBackend::apply_in_transaction`]).
+    /// the portable transaction (`SqlBackend::apply_in_transaction`).
     async fn apply(&self, _ops: &[WriteOp], _now_ms: i64) -> Option<Result<Vec<WriteOutcome>>> {
         None
     }
@@ -230,61 +112,6 @@ pub(crate) struct SqlBackend<DB: Database> {
 }
 
 /// A key's row in `kv_current` as read inside a write transaction.
-/// The three pools of a backend (see [`SqlBackend`]).
-pub(crate) struct Pools<DB: Database> {
-    pub shared: Pool<DB>,
-    pub writer: Pool<DB>,
-    pub feed: Pool<DB>,
-}
-
-/// Connects to an engine. A direct first connection comes first because its error names
-/// the real problem (refused, bad password, missing database) where a pool only reports a
-/// timeout after retrying; when `is_missing` recognises a missing database, `create` makes
-/// it. Then the shared pool, the schema migrations, and the writer's and the feed's own
-/// one-connection pools (reopened automatically if their connection breaks).
-pub(crate) async fn connect_pools<DB, Create>(
-    connect: <DB::Connection as sqlx::Connection>::Options,
-    pool_options: sqlx::pool::PoolOptions<DB>,
-    migrator: &sqlx::migrate::Migrator,
-    endpoint: &str,
-    is_missing: fn(&sqlx::Error) -> bool,
-    create: Create,
-) -> Result<Pools<DB>>
-where
-    DB: Database,
-    DB::Connection: sqlx::migrate::Migrate,
-    Create: std::future::Future<Output = Result<()>>,
-{
-    let first = <DB::Connection as sqlx::Connection>::connect_with(&connect);
-    match tokio::time::timeout(pool_options.get_acquire_timeout(), first).await {
-        Ok(Ok(conn)) => {
-            let _ = sqlx::Connection::close(conn).await;
-        }
-        Ok(Err(err)) if is_missing(&err) => create.await?,
-        Ok(Err(err)) => return Err(super::connect_error(endpoint)(err)),
-        Err(_) => return Err(super::connect_error(endpoint)(sqlx::Error::PoolTimedOut)),
-    }
-    let open = |options: sqlx::pool::PoolOptions<DB>| {
-        let connect = connect.clone();
-        async move {
-            options
-                .connect_with(connect)
-                .await
-                .map_err(super::connect_error(endpoint))
-        }
-    };
-    let shared = open(pool_options.clone()).await?;
-    super::migrate(migrator, &shared, endpoint).await?;
-    let single = pool_options.max_connections(1).min_connections(1);
-    let writer = open(single.clone()).await?;
-    let feed = open(single).await?;
-    Ok(Pools {
-        shared,
-        writer,
-        feed,
-    })
-}
-
 #[derive(Clone, Copy)]
 struct CurrentState {
     revision: i64,
@@ -909,18 +736,5 @@ where
         self.writer_pool.close().await;
         self.feed_pool.close().await;
         self.pool.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_in_order() {
-        assert_eq!(
-            number_placeholders("a = ? AND b < ? LIMIT ?"),
-            "a = $1 AND b < $2 LIMIT $3"
-        );
     }
 }

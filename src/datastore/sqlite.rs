@@ -19,7 +19,9 @@ use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
 use super::masked;
-use super::sql::{EngineHooks, SqlBackend, Statements, Templates, connect_pools};
+use super::pools::connect_pools;
+use super::sql::{EngineHooks, SqlBackend};
+use super::statements::{Statements, Templates};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
