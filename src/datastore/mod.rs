@@ -19,7 +19,7 @@
 //! - **Compaction and TTL expiry run on one elected server** in bounded steps
 //!   (`compact.rs`).
 //!
-//! Engines: [`postgres`], [`mysql`], [`sqlite`] differ only in statement text, locks and the
+//! Engines: `postgres.rs`, `mysql.rs`, `sqlite.rs` differ only in statement text, locks and the
 //! push signal; everything else is written once.
 
 mod backend;
