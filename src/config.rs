@@ -73,8 +73,8 @@ pub struct ServerConfig {
     pub datastore_compact_retain_seconds: u64,
     /// Seconds between compaction rounds.
     pub datastore_compact_interval_seconds: u64,
-    /// Use server-side prepared statements; set false behind PgBouncer < 1.21 in
-    /// transaction mode (or without `max_prepared_statements`).
+    /// Keep prepared statements cached per connection (false prepares each query afresh;
+    /// it does not make PgBouncer's transaction mode work, see the README).
     pub datastore_prepared_statements: bool,
     /// Shared secret of the cluster: agents and servers join with it.
     pub token: String,
@@ -319,7 +319,7 @@ pub struct ServerFlags {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datastore_compact_interval_seconds: Option<u64>,
-    /// Use server-side prepared statements (false behind PgBouncer < 1.21 in transaction mode).
+    /// Keep prepared statements cached per connection (see the README on PgBouncer).
     #[arg(long, value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datastore_prepared_statements: Option<bool>,

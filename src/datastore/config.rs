@@ -42,8 +42,8 @@ pub struct DatastoreConfig {
     pub compact_interval_seconds: u64,
     /// Revisions compacted per step (one short transaction each).
     pub compact_step_revisions: i64,
-    /// Use server-side prepared statements (turn off behind PgBouncer < 1.21 in
-    /// transaction mode).
+    /// Keep prepared statements cached per connection (false prepares each query afresh;
+    /// it does not make PgBouncer's transaction mode work, see the README).
     pub prepared_statements: bool,
 }
 
