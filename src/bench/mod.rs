@@ -2,3 +2,6 @@
 //! own datastore and cluster.
 
 pub mod datastore;
+mod report;
+
+pub use report::DatastoreBenchReport;
