@@ -167,23 +167,7 @@ async fn lead(
             }
         };
         samples.push_back((Instant::now(), current));
-        // The newest sample at least `retain_for` old bounds compaction by age.
-        let mut aged = 0;
-        while let Some((when, revision)) = samples.front().copied() {
-            if when.elapsed() < retain_for {
-                break;
-            }
-            aged = revision;
-            if samples.len() > 1
-                && samples
-                    .get(1)
-                    .is_some_and(|(w, _)| w.elapsed() >= retain_for)
-            {
-                samples.pop_front();
-            } else {
-                break;
-            }
-        }
+        let aged = newest_aged_revision(samples, retain_for);
         let target = (current - config.compact_retain_revisions).min(aged);
         if target <= 0 {
             continue;
@@ -202,9 +186,61 @@ async fn lead(
     }
 }
 
+/// The revision of the newest sample at least `retain_for` old (0 when none is), dropping
+/// the samples that it supersedes so the window stays small.
+fn newest_aged_revision(samples: &mut VecDeque<(Instant, i64)>, retain_for: Duration) -> i64 {
+    while samples
+        .get(1)
+        .is_some_and(|(when, _)| when.elapsed() >= retain_for)
+    {
+        samples.pop_front();
+    }
+    samples
+        .front()
+        .filter(|(when, _)| when.elapsed() >= retain_for)
+        .map_or(0, |(_, revision)| *revision)
+}
+
 async fn sleep_or_stop(duration: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(duration) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_by_age_takes_the_newest_revision_old_enough() {
+        let now = Instant::now();
+        let ago = |seconds| {
+            now.checked_sub(Duration::from_secs(seconds))
+                .expect("test clock")
+        };
+        let mut samples: VecDeque<(Instant, i64)> =
+            [(ago(400), 10), (ago(310), 20), (ago(200), 30), (ago(0), 40)]
+                .into_iter()
+                .collect();
+        assert_eq!(
+            newest_aged_revision(&mut samples, Duration::from_secs(300)),
+            20
+        );
+        assert_eq!(
+            samples.len(),
+            3,
+            "the sample superseded by an older-than-window one is dropped"
+        );
+
+        let mut young: VecDeque<(Instant, i64)> = [(ago(10), 5)].into_iter().collect();
+        assert_eq!(
+            newest_aged_revision(&mut young, Duration::from_secs(300)),
+            0
+        );
+        assert_eq!(
+            newest_aged_revision(&mut VecDeque::new(), Duration::from_secs(300)),
+            0
+        );
     }
 }
