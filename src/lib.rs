@@ -2,6 +2,7 @@
 //! datastore. See ARCHITECTURE.md for the map; each module below is one box of it.
 
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod datastore;
 pub mod server;
