@@ -385,15 +385,6 @@ pub fn masked(endpoint: &str) -> String {
     }
 }
 
-/// Connections each pool keeps open even when idle. Opening one costs a TLS handshake
-/// (~90 ms measured on loopback with Postgres' default `sslmode=prefer`); a pool that grew
-/// only on demand put that cost on the request path, as 100 ms stalls in the change feed.
-/// Pools also skip the ping before each checkout (`test_before_acquire(false)`): it costs a
-/// round trip per query, and a dead connection fails its query, which callers handle anyway.
-fn warm_connections(config: &DatastoreConfig) -> u32 {
-    (config.max_connections / 2).clamp(2, 8)
-}
-
 fn connect_error(endpoint: &str) -> impl FnOnce(sqlx::Error) -> DatastoreError + '_ {
     move |source| {
         let hint = match &source {

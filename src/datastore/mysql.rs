@@ -4,16 +4,15 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlSslMode};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlSslMode};
 use sqlx::{Connection, Executor, MySql};
 
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::pools::connect_pools;
+use super::pools::{connect_pools, pool_options};
 use super::sql::{EngineHooks, SqlBackend};
 use super::statements::{Statements, Templates};
 use super::{connect_error, masked};
@@ -55,18 +54,13 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
     if !config.prepared_statements {
         options = options.statement_cache_capacity(0);
     }
-    let pool_options = MySqlPoolOptions::new()
-        .max_connections(config.max_connections.max(2))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-        .min_connections(super::warm_connections(config))
-        .test_before_acquire(false)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                    .await?;
-                Ok(())
-            })
-        });
+    let pool_options = pool_options::<MySql>(config).after_connect(|conn, _| {
+        Box::pin(async move {
+            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await?;
+            Ok(())
+        })
+    });
 
     let pools = connect_pools(
         options.clone(),

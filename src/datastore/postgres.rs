@@ -10,16 +10,15 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgSslMode};
 use sqlx::{Connection, Postgres};
 
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::pools::connect_pools;
+use super::pools::{connect_pools, pool_options};
 use super::sql::{EngineHooks, SqlBackend, expiry};
 use super::statements::{Statements, Templates};
 use super::types::{WriteOp, WriteOutcome};
@@ -70,11 +69,7 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
     if !config.prepared_statements {
         options = options.statement_cache_capacity(0);
     }
-    let pool_options = PgPoolOptions::new()
-        .max_connections(config.max_connections.max(2))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-        .min_connections(super::warm_connections(config))
-        .test_before_acquire(false);
+    let pool_options = pool_options(config);
 
     let pools = connect_pools(
         options.clone(),

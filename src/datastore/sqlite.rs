@@ -11,15 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sqlx::Sqlite;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
 use super::masked;
-use super::pools::connect_pools;
+use super::pools::{connect_pools, pool_options};
 use super::sql::{EngineHooks, SqlBackend};
 use super::statements::{Statements, Templates};
 
@@ -74,9 +72,9 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(30));
-    let pool_options = SqlitePoolOptions::new()
-        .max_connections(config.max_connections.clamp(2, 8))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms));
+    // One writer at a time anyway; a few readers beside it.
+    let pool_options =
+        pool_options::<Sqlite>(config).max_connections(config.max_connections.clamp(2, 8));
     // SQLite creates a missing file itself (create_if_missing), so nothing is "missing".
     let pools = connect_pools(
         options,
