@@ -5,5 +5,6 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod datastore;
+pub mod registry;
 pub mod server;
 pub mod storage;
