@@ -7,13 +7,21 @@
 
 mod builtin;
 mod columns;
+mod error;
 mod kind;
+mod store;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 pub use builtin::builtin_types;
+pub use error::{FieldError, RegistryError};
 pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
+pub use store::{
+    DeleteOptions, DeleteOutcome, ObjectStore, Part, Propagation, WriteOptions, has_finalizers,
+    invalid, qualified_resource, timestamp,
+};
 
 /// One group's versions, preferred first.
 #[derive(Debug, Clone)]
