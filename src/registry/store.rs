@@ -597,34 +597,31 @@ pub fn check_type_meta(kind: &ResourceType, object: &mut Value) -> Result<(), Re
     Ok(())
 }
 
-/// The few defaults clients read back (kube-apiserver sets many more).
+/// The few defaults clients read back (kube-apiserver sets many more): group, kind, JSON
+/// pointer, value set when the field is missing.
+const DEFAULTS: &[(&str, &str, &str, &str)] = &[
+    ("", "Pod", "/status/phase", "\"Pending\""),
+    ("", "Service", "/spec/type", "\"ClusterIP\""),
+    ("", "Secret", "/type", "\"Opaque\""),
+    ("apps", "Deployment", "/spec/replicas", "1"),
+    ("apps", "ReplicaSet", "/spec/replicas", "1"),
+    ("apps", "StatefulSet", "/spec/replicas", "1"),
+];
+
 fn apply_defaults(kind: &ResourceType, object: &mut Value) {
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "Namespace") => {
-            object["spec"]["finalizers"] = json!(["kubernetes"]);
-            object["status"] = json!({"phase": "Active"});
+    if kind.group.is_empty() && kind.kind == "Namespace" {
+        object["spec"]["finalizers"] = json!(["kubernetes"]);
+        object["status"] = json!({"phase": "Active"});
+    }
+    for (group, kind_name, pointer, value) in DEFAULTS {
+        if kind.group != *group || kind.kind != *kind_name || object.pointer(pointer).is_some() {
+            continue;
         }
-        ("", "Pod") => {
-            if !object["status"]["phase"].is_string() {
-                object["status"]["phase"] = json!("Pending");
-            }
+        let mut target = &mut *object;
+        for segment in pointer.split('/').skip(1) {
+            target = &mut target[segment];
         }
-        ("", "Service") => {
-            if !object["spec"]["type"].is_string() {
-                object["spec"]["type"] = json!("ClusterIP");
-            }
-        }
-        ("", "Secret") => {
-            if !object["type"].is_string() {
-                object["type"] = json!("Opaque");
-            }
-        }
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => {
-            if !object["spec"]["replicas"].is_number() {
-                object["spec"]["replicas"] = json!(1);
-            }
-        }
-        _ => {}
+        *target = serde_json::from_str(value).unwrap_or(Value::Null);
     }
 }
 
