@@ -104,6 +104,18 @@ impl CertificateAuthority {
         })
     }
 
+    /// The CA stored earlier as `cert_pem` and `key_pem`.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem).map_err(crypto("read the CA key"))?;
+        let params =
+            CertificateParams::from_ca_cert_pem(cert_pem).map_err(crypto("read the CA certificate"))?;
+        Ok(CertificateAuthority {
+            params,
+            key,
+            cert_pem: cert_pem.to_string(),
+        })
+    }
+
     /// The CA certificate, PEM (what clients trust and agents hash into the join token).
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

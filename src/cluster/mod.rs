@@ -3,3 +3,4 @@
 //! datastore, membership leases and leader election come with the HA issue.
 
 pub mod certs;
+pub mod pki;

@@ -74,7 +74,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// The object is invalid.
-    #[error("{kind}.{group_suffix} \"{name}\" is invalid: {}", summarize(causes))]
+    #[error("{} \"{name}\" is invalid: {}", qualified_kind(kind, group_suffix), summarize(causes))]
     Invalid {
         /// The kind, e.g. `ConfigMap`.
         kind: String,
@@ -111,6 +111,14 @@ pub enum RegistryError {
     /// The datastore is overloaded or unreachable for now.
     #[error("the datastore is unavailable: {0}")]
     Unavailable(String),
+}
+
+fn qualified_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 fn summarize(causes: &[FieldError]) -> String {

@@ -1,0 +1,160 @@
+//! The Kubernetes API over HTTPS (ARCHITECTURE.md `api/`): one axum router whose fallback
+//! parses every path against the registry (`path.rs`), so the REST logic is written once
+//! for all kinds (`rest.rs`, `watch.rs`), and cross-cutting concerns (authentication,
+//! max-in-flight) are layers around it.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod path;
+pub mod protobuf;
+mod rest;
+pub mod tls;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{ObjectStore, Registry};
+use error::ApiError;
+use path::{HealthCheck, Route};
+
+/// Requests served at once (watches excluded: they are long-running), over which the
+/// server answers 429 with Retry-After, as kube-apiserver's max-in-flight filter does.
+pub const MAX_IN_FLIGHT: usize = 400;
+
+/// The Kubernetes version this server speaks.
+pub const KUBERNETES_MINOR: &str = "37";
+
+/// What every request handler shares.
+pub struct ApiState {
+    /// Objects, with Kubernetes semantics.
+    pub objects: ObjectStore,
+    /// The served kinds.
+    pub registry: Arc<Registry>,
+    /// Bearer tokens accepted as the admin.
+    pub tokens: Vec<String>,
+    /// `host:port` clients reach this server at (for `/api`).
+    pub server_address: String,
+    /// Cancelled at shutdown: watches end.
+    pub shutdown: CancellationToken,
+    /// The max-in-flight budget.
+    pub in_flight: Semaphore,
+}
+
+impl ApiState {
+    /// State over `objects` and `registry`.
+    pub fn new(
+        objects: ObjectStore,
+        registry: Arc<Registry>,
+        tokens: Vec<String>,
+        server_address: String,
+        shutdown: CancellationToken,
+    ) -> ApiState {
+        ApiState {
+            objects,
+            registry,
+            tokens,
+            server_address,
+            shutdown,
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+}
+
+/// The router: authentication around the dispatcher.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .with_state(state)
+}
+
+async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let catalog = state.registry.catalog();
+    let route = path::parse(request.uri().path(), &catalog);
+    let long_running = matches!(&route, Route::Resource(_)) && watch::is_watch(&request, &route);
+    let _permit = if long_running {
+        None
+    } else {
+        match state.in_flight.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => return ApiError::TooManyRequests.into_response(),
+        }
+    };
+    let method = request.method().clone();
+    let result = match route {
+        Route::Resource(target) => rest::handle(state.clone(), target, request).await,
+        Route::Health(check) => Ok(health(&state, check).await),
+        _ if method != Method::GET => Err(ApiError::MethodNotAllowed),
+        Route::Version => Ok(json_response(&version())),
+        Route::Metrics => Ok(metrics()),
+        Route::NotFound => Err(ApiError::NoSuchPath),
+        other => rest::discovery(&state, &catalog, other, request.headers()),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn json_response(value: &serde_json::Value) -> Response {
+    body::respond(StatusCode::OK, value, body::BodyFormat::Json)
+}
+
+/// `/version`.
+pub fn version() -> serde_json::Value {
+    json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0+capstan.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a (Rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }),
+    })
+}
+
+async fn health(state: &ApiState, check: HealthCheck) -> Response {
+    if check == HealthCheck::Live {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.objects.storage().store().current_revision(),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(error)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]datastore failed: {error}\nreadyz check failed"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]datastore failed: no answer within 5s\nreadyz check failed",
+        )
+            .into_response(),
+    }
+}
+
+fn metrics() -> Response {
+    use prometheus::Encoder as _;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buffer = Vec::new();
+    match encoder.encode(&prometheus::gather(), &mut buffer) {
+        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buffer).into_response(),
+        Err(error) => ApiError::Internal(error.to_string()).into_response(),
+    }
+}
