@@ -1,0 +1,24 @@
+//! The patch engines: pure functions over `serde_json::Value`, below both the API layer
+//! (PATCH requests, server-side apply) and the manifest deployer.
+//!
+//! - `json.rs`: RFC 6902 JSON patch.
+//! - `merge.rs`: RFC 7386 JSON merge patch.
+//! - `strategic.rs`: Kubernetes strategic merge patch, what client-side `kubectl apply`
+//!   sends; list merging comes from the schema's `x-kubernetes-patch-*` extensions.
+//! - `fieldset.rs`: sets of field paths and their FieldsV1 form (`metadata.managedFields`).
+//! - `apply.rs`: server-side apply and the bookkeeping of managed fields after ordinary
+//!   writes.
+//! - `schema.rs`: the schema cursor all of them share; kinds are data, the engines never
+//!   name a kind.
+
+mod error;
+mod json;
+mod merge;
+mod schema;
+mod strategic;
+
+pub use error::PatchError;
+pub use json::json_patch;
+pub use merge::merge_patch;
+pub use schema::{ListType, NoSchema, SchemaRef, TypeResolver};
+pub use strategic::strategic_merge_patch;
