@@ -6,19 +6,26 @@
 //! - `strategic.rs`: Kubernetes strategic merge patch, what client-side `kubectl apply`
 //!   sends; list merging comes from the schema's `x-kubernetes-patch-*` extensions.
 //! - `fieldset.rs`: sets of field paths and their FieldsV1 form (`metadata.managedFields`).
-//! - `apply.rs`: server-side apply and the bookkeeping of managed fields after ordinary
-//!   writes.
+//! - `managed.rs`: `metadata.managedFields` entries, and their bookkeeping after ordinary
+//!   writes (`record_update`).
+//! - `apply.rs`: server-side apply.
 //! - `schema.rs`: the schema cursor all of them share; kinds are data, the engines never
 //!   name a kind.
 
+mod apply;
 mod error;
+mod fieldset;
 mod json;
+mod managed;
 mod merge;
 mod schema;
 mod strategic;
 
-pub use error::PatchError;
+pub use apply::{BEFORE_FIRST_APPLY, server_side_apply};
+pub use error::{ApplyError, Conflict, FieldSetError, PatchError};
+pub use fieldset::{FieldPath, FieldSet, PathElement, format_path, value_at};
 pub use json::json_patch;
+pub use managed::{FieldManager, ObjectType, record_update};
 pub use merge::merge_patch;
 pub use schema::{ListType, NoSchema, SchemaRef, TypeResolver};
 pub use strategic::strategic_merge_patch;
