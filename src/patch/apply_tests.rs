@@ -395,3 +395,59 @@ fn create_by_update_owns_every_set_field_and_empty_entries_are_dropped() {
         "kubectl-create owns nothing any more: {managed}"
     );
 }
+
+#[test]
+fn odd_configurations_and_managed_fields_never_panic() {
+    let defs = fixtures::definitions();
+    let kind = deployment_type(&defs);
+    let mut live = config(1, json!([{"name": "web"}]));
+    live["metadata"]["managedFields"] = json!([
+        {"manager": "x", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"bad": {}}},
+        {"manager": "y", "operation": "Apply", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}}, "i:3": {}, "v:1": {}}}}}}},
+        "not an entry",
+    ]);
+    let odd = [
+        json!({"spec": {"template": {"spec": {"containers": [{"image": "keyless"}, 3]}}}}),
+        json!({"spec": {"template": {"spec": {"containers": "scalar"}}}}),
+        json!({"spec": [1, 2], "metadata": null}),
+        json!({"metadata": {"finalizers": [{"a": 1}, {"a": 1}, null]}}),
+    ];
+    for applied in odd {
+        let _ = server_side_apply(Some(&live), &applied, &manager("m", "t"), false, kind);
+        let _ = server_side_apply(Some(&live), &applied, &manager("m", "t"), true, kind);
+        let _ = record_update(Some(&live), &applied, &manager("m", "t"), kind);
+    }
+    assert!(matches!(
+        server_side_apply(Some(&live), &json!([1]), &manager("m", "t"), false, kind),
+        Err(ApplyError::InvalidConfiguration { .. })
+    ));
+}
+
+#[test]
+fn several_conflicts_are_listed_per_manager() {
+    let defs = fixtures::definitions();
+    let kind = deployment_type(&defs);
+    let live = server_side_apply(
+        None,
+        &config(2, json!([{"name": "web", "image": "nginx"}])),
+        &manager("kubectl", "t1"),
+        false,
+        kind,
+    )
+    .unwrap();
+    let error = server_side_apply(
+        Some(&live),
+        &config(3, json!([{"name": "web", "image": "httpd"}])),
+        &manager("other", "t2"),
+        false,
+        kind,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "Apply failed with 2 conflicts: conflicts with \"kubectl\" using apps/v1:\n\
+         - .spec.replicas\n\
+         - .spec.template.spec.containers[name=\"web\"].image"
+    );
+}

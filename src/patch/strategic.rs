@@ -481,4 +481,31 @@ mod tests {
         let result = strategic_merge_patch(&target, &patch, SchemaRef::none()).unwrap();
         assert_eq!(result, json!({"a": {"b": 1, "c": [3]}}));
     }
+
+    #[test]
+    fn odd_patches_are_errors_or_results_never_panics() {
+        let live = deployment(json!({"replicas": 1, "template": {"spec": {
+            "containers": [{"name": "a", "env": [{"name": "X"}]}, "not-a-map", 3],
+            "volumes": "not-a-list"}}}));
+        let odd = [
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "$patch": 7}]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": [{"$patch": "delete"}]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": [1, [2], null]}}}}),
+            json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [1, {}, null]}}}}),
+            json!({"spec": {"template": {"spec": {"$setElementOrder/nope": []}}}}),
+            json!({"spec": {"template": {"spec": {"$deleteFromPrimitiveList/containers": [{"name": "a"}]}}}}),
+            json!({"spec": {"template": {"spec": {"volumes": [{"name": "v", "$retainKeys": ["name"]}]}}}}),
+            json!({"spec": {"replicas": {"$patch": "replace"}, "template": [1]}}),
+            json!({"$patch": "delete"}),
+            json!({"$retainKeys": []}),
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [{"value": "no key"}]}]}}}}),
+        ];
+        for patch in odd {
+            let _ = patch_deployment(&live, patch);
+        }
+        assert_eq!(
+            patch_deployment(&live, json!({"$patch": "delete"})).unwrap(),
+            json!({})
+        );
+    }
 }
