@@ -217,14 +217,14 @@ fn merge_map_list(
 ) -> Value {
     let config_keys: Option<Vec<PathElement>> = config
         .iter()
-        .map(|c| PathElement::key_of(c, keys))
+        .map(|c| PathElement::key_of(c, keys, item))
         .collect();
     let Some(config_keys) = config_keys else {
         return Value::Array(config.to_vec());
     };
     let mut live: Vec<(Option<PathElement>, Option<Value>)> = live
         .into_iter()
-        .map(|item| (PathElement::key_of(&item, keys), Some(item)))
+        .map(|live_item| (PathElement::key_of(&live_item, keys, item), Some(live_item)))
         .collect();
     let mut result = Vec::with_capacity(live.len() + config.len());
     let (mut l, mut c) = (0, 0);

@@ -451,3 +451,40 @@ fn several_conflicts_are_listed_per_manager() {
          - .spec.template.spec.containers[name=\"web\"].image"
     );
 }
+
+#[test]
+fn map_list_keys_missing_from_the_configuration_take_their_schema_default() {
+    let defs = fixtures::definitions();
+    let kind = deployment_type(&defs);
+    let ports = |ports: Value| config(1, json!([{"name": "web", "ports": ports}]));
+    let mut live = server_side_apply(
+        None,
+        &ports(json!([{"containerPort": 80}])),
+        &manager("kubectl", "t1"),
+        false,
+        kind,
+    )
+    .unwrap();
+    // The API layer defaulted the stored object.
+    live["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+    let applied = server_side_apply(
+        Some(&live),
+        &ports(json!([{"containerPort": 80, "name": "http"}])),
+        &manager("kubectl", "t2"),
+        false,
+        kind,
+    )
+    .unwrap();
+    assert_eq!(
+        applied["spec"]["template"]["spec"]["containers"][0]["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}])
+    );
+    let container = &fields_of(&applied, "kubectl")["f:spec"]["f:template"]["f:spec"]["f:containers"]
+        ["k:{\"name\":\"web\"}"];
+    assert!(
+        container["f:ports"]
+            .get("k:{\"containerPort\":80,\"protocol\":\"TCP\"}")
+            .is_some(),
+        "{container}"
+    );
+}

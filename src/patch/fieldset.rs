@@ -31,18 +31,29 @@ pub enum PathElement {
 pub type FieldPath = Vec<PathElement>;
 
 impl PathElement {
-    /// The element of a map-list item identified by `keys`, if it has at least one of them.
-    pub fn key_of(item: &Value, keys: &[String]) -> Option<PathElement> {
+    /// The element of a map-list item identified by `keys`. A key the item lacks takes the
+    /// `default` its schema declares (as upstream, so `{"containerPort": 80}` and a defaulted
+    /// `{"containerPort": 80, "protocol": "TCP"}` are the same item); keys with neither are
+    /// left out, and an item with no key at all has no element.
+    pub fn key_of(
+        item: &Value,
+        keys: &[String],
+        item_schema: SchemaRef<'_>,
+    ) -> Option<PathElement> {
         let item = item.as_object()?;
         let mut sorted: Vec<&String> = keys.iter().collect();
         sorted.sort();
         let mut key = Map::new();
+        let mut present = false;
         for name in sorted {
             if let Some(value) = item.get(name) {
                 key.insert(name.clone(), value.clone());
+                present = true;
+            } else if let Some(default) = item_schema.property(name).extension("default") {
+                key.insert(name.clone(), default.clone());
             }
         }
-        (!key.is_empty()).then(|| PathElement::Key(Value::Object(key).to_string()))
+        present.then(|| PathElement::Key(Value::Object(key).to_string()))
     }
 
     /// The element of a set item.
@@ -81,7 +92,12 @@ impl PathElement {
         match self {
             PathElement::Field(_) => false,
             PathElement::Key(key) => match serde_json::from_str::<Value>(key) {
-                Ok(Value::Object(key)) => key.iter().all(|(name, v)| item.get(name) == Some(v)),
+                // A key field the item lacks is one it would get by default (see `key_of`).
+                Ok(Value::Object(key)) => {
+                    key.iter()
+                        .all(|(name, v)| item.get(name).is_none_or(|found| found == v))
+                        && key.iter().any(|(name, v)| item.get(name) == Some(v))
+                }
                 _ => false,
             },
             PathElement::Value(value) => {
@@ -378,16 +394,16 @@ fn walk<'v>(
                 }
             }
             ListType::Map(keys) => {
+                let item_schema = schema.items();
                 let elements: Option<Vec<PathElement>> = items
                     .iter()
-                    .map(|item| PathElement::key_of(item, &keys))
+                    .map(|item| PathElement::key_of(item, &keys, item_schema))
                     .collect();
                 let Some(elements) = elements else {
                     // Items without their keys cannot be told apart: own the list whole.
                     visit(path, Some(value));
                     return;
                 };
-                let item_schema = schema.items();
                 for (item, element) in items.iter().zip(elements) {
                     path.push(element);
                     walk(item, item_schema, path, visit);

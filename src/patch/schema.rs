@@ -364,7 +364,15 @@ pub(crate) mod fixtures {
                 "args": {"type": "array", "items": {"type": "string"}},
                 "command": {"type": "array", "items": {"type": "string"},
                             "x-kubernetes-list-type": "atomic"},
-                "ports": merge_list("io.k8s.api.core.v1.ContainerPort", "containerPort"),
+                // As upstream: SMP merges on containerPort, apply keys on both.
+                "ports": {
+                    "type": "array",
+                    "items": reference("io.k8s.api.core.v1.ContainerPort"),
+                    "x-kubernetes-patch-strategy": "merge",
+                    "x-kubernetes-patch-merge-key": "containerPort",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["containerPort", "protocol"],
+                },
                 "env": merge_list("io.k8s.api.core.v1.EnvVar", "name"),
             }}),
         );
@@ -372,7 +380,7 @@ pub(crate) mod fixtures {
             "io.k8s.api.core.v1.ContainerPort",
             json!({"type": "object", "properties": {
                 "containerPort": {"type": "integer"},
-                "protocol": {"type": "string"},
+                "protocol": {"type": "string", "default": "TCP"},
                 "name": {"type": "string"},
             }}),
         );
