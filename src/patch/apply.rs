@@ -19,7 +19,7 @@
 
 use serde_json::{Map, Value};
 
-use super::fieldset::remove_at;
+use super::fieldset::{remove_at, value_at};
 use super::managed::{
     APPLY, ManagedEntry, UPDATE, changed_fields, owned_fields, read_managed_fields,
     write_managed_fields,
@@ -96,12 +96,12 @@ pub fn server_side_apply(
         .iter()
         .filter(|entry| !mine(entry))
         .fold(FieldSet::new(), |all, entry| all.union(&entry.fields));
+    let owned = others.union(&config_set);
     for path in previous.difference(&config_set).paths() {
-        let kept = others.contains_at_or_below(&path)
-            || config_set.contains_at_or_below(&path)
-            || is_key_field(&path);
+        let kept = owned.contains_at_or_below(&path) || is_key_field(&path);
         if !kept {
             remove_at(&mut merged, &path);
+            remove_emptied_parents(&mut merged, &path, &owned);
         }
     }
 
@@ -117,6 +117,21 @@ pub fn server_side_apply(
     }
     write_managed_fields(&mut merged, &entries);
     Ok(merged)
+}
+
+/// Removes the objects left empty by removing `path` (dropping the last label removes
+/// `labels`, as a typed object's `omitempty` would), unless someone owns them.
+fn remove_emptied_parents(object: &mut Value, path: &FieldPath, owned: &FieldSet) {
+    for end in (1..path.len()).rev() {
+        let parent = &path[..end];
+        let emptied = matches!(parent.last(), Some(PathElement::Field(_)))
+            && value_at(object, parent).is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+            && !owned.contains_at_or_below(parent);
+        if !emptied {
+            return;
+        }
+        remove_at(object, parent);
+    }
 }
 
 /// Whether `path` is a key field of a map-list item (`[name="web"].name`): it lives and

@@ -488,3 +488,32 @@ fn map_list_keys_missing_from_the_configuration_take_their_schema_default() {
         "{container}"
     );
 }
+
+#[test]
+fn dropping_the_last_label_removes_the_emptied_labels_map() {
+    let defs = fixtures::definitions();
+    let kind = deployment_type(&defs);
+    let live = server_side_apply(
+        None,
+        &config(1, json!([])),
+        &manager("kubectl", "t1"),
+        false,
+        kind,
+    )
+    .unwrap();
+    let mut unlabelled = config(1, json!([]));
+    unlabelled["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    let applied = server_side_apply(
+        Some(&live),
+        &unlabelled,
+        &manager("kubectl", "t2"),
+        false,
+        kind,
+    )
+    .unwrap();
+    assert!(applied["metadata"].get("labels").is_none(), "{applied}");
+    assert_eq!(applied["metadata"]["name"], "web");
+}

@@ -508,4 +508,16 @@ mod tests {
             json!({})
         );
     }
+
+    #[test]
+    fn set_element_order_orders_primitive_lists() {
+        let live = merge_patch_finalizers(&deployment(json!({})), json!(["a", "b", "c"]));
+        let patch = json!({"metadata": {"$setElementOrder/finalizers": ["c", "d", "a"],
+                                        "finalizers": ["d"]}});
+        let result = patch_deployment(&live, patch).unwrap();
+        assert_eq!(
+            result["metadata"]["finalizers"],
+            json!(["c", "d", "a", "b"])
+        );
+    }
 }
