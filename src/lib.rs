@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod datastore;
+pub mod patch;
 pub mod registry;
 pub mod server;
 pub mod storage;
