@@ -61,7 +61,9 @@ impl ApiError {
             ApiError::Registry(error) => match error {
                 RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
                 RegistryError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
-                RegistryError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+                RegistryError::Conflict { .. } | RegistryError::ApplyConflict { .. } => {
+                    (StatusCode::CONFLICT, "Conflict")
+                }
                 RegistryError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
                 RegistryError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
                 RegistryError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
@@ -130,6 +132,13 @@ impl ApiError {
                     .map(|c| json!({"reason": c.cause, "message": c.message, "field": c.field}))
                     .collect();
                 Some(json!({"name": name, "group": group_suffix, "kind": kind, "causes": causes}))
+            }
+            ApiError::Registry(RegistryError::ApplyConflict { causes, .. }) => {
+                let causes: Vec<Value> = causes
+                    .iter()
+                    .map(|c| json!({"reason": c.cause, "message": c.message, "field": c.field}))
+                    .collect();
+                Some(json!({"causes": causes}))
             }
             ApiError::Registry(RegistryError::TooLargeResourceVersion { .. }) => Some(json!({
                 "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],

@@ -73,6 +73,14 @@ pub enum RegistryError {
         /// version and try again".
         reason: String,
     },
+    /// A server-side apply met fields other managers own.
+    #[error("{message}")]
+    ApplyConflict {
+        /// Upstream's message naming the managers and fields.
+        message: String,
+        /// One cause per conflicting field (`FieldManagerConflict`).
+        causes: Vec<FieldError>,
+    },
     /// The object is invalid.
     #[error("{} \"{name}\" is invalid: {}", qualified_kind(kind, group_suffix), summarize(causes))]
     Invalid {

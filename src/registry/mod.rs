@@ -10,6 +10,7 @@ mod columns;
 mod error;
 mod kind;
 mod store;
+pub mod schema;
 pub mod validate;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,378 @@
+//! create, update, patch, delete and deletecollection: decode the body, record managed
+//! fields, and let the object layer apply Kubernetes semantics.
+
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::Call;
+use super::query::{FieldValidation, propagation};
+use super::read::{Filter, list_options, represent};
+use crate::api::body::{PatchType, body_format, decode_object, decode_yaml, patch_type, read_body, respond};
+use crate::api::error::ApiError;
+use crate::patch::{
+    ApplyError, FieldManager, NoSchema, ObjectType, PatchError, SchemaRef, json_patch,
+    merge_patch, record_update, server_side_apply, strategic_merge_patch,
+};
+use crate::registry::{
+    DeleteOptions, DeleteOutcome, FieldError, Part, RegistryError, ResourceType, SchemaSource,
+    WriteOptions, timestamp,
+};
+
+/// The schema of a kind, for the patch engines.
+pub(crate) fn object_type(kind: &ResourceType) -> ObjectType<'_> {
+    let schema = match &kind.schema {
+        SchemaSource::Definition(name) => {
+            SchemaRef::definition(crate::registry::schema::builtin_definitions(), name)
+        }
+        SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
+    };
+    let object_type = ObjectType::new(schema);
+    if kind.subresources.status {
+        object_type.with_status_subresource()
+    } else {
+        object_type
+    }
+}
+
+fn write_options(call: &Call) -> WriteOptions {
+    WriteOptions {
+        dry_run: call.query.dry_run,
+    }
+}
+
+/// The field manager of a write: `fieldManager`, else the user agent's program name.
+fn field_manager(call: &Call, part: Part) -> FieldManager {
+    let name = call.query.field_manager.clone().unwrap_or_else(|| {
+        call.headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|agent| agent.split('/').next())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("unknown")
+            .to_string()
+    });
+    FieldManager {
+        name,
+        api_version: call.target.kind.api_version(),
+        time: timestamp(SystemTime::now()),
+        subresource: match part {
+            Part::Main => None,
+            Part::Status => Some("status".to_string()),
+            Part::Finalize => Some("finalize".to_string()),
+        },
+    }
+}
+
+/// Checks unknown fields as `fieldValidation` asks; returns the warnings to send.
+fn check_fields(call: &Call, object: &mut Value) -> Result<Vec<String>, ApiError> {
+    let unknown = crate::api::validation::unknown_fields(&call.target.kind, object);
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    match call.query.field_validation {
+        FieldValidation::Strict => {
+            let listed: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+            Err(ApiError::bad_request(format!("strict decoding error: {}", listed.join(", "))))
+        }
+        FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
+        FieldValidation::Ignore => Ok(Vec::new()),
+    }
+}
+
+/// Kind-specific validation (custom resources against their schema, CRDs).
+fn validate(call: &Call, object: &mut Value) -> Result<(), ApiError> {
+    let causes = crate::api::validation::validate(&call.target.kind, object);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::registry::invalid(&call.target.kind, object, causes).into())
+    }
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = format!("299 - \"{}\"", warning.replace('"', "\\\""));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
+/// `POST` to a collection.
+pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError> {
+    let format = body_format(&call.headers)?;
+    let bytes = read_body(&call.headers, body).await?;
+    let mut object = decode_object(&bytes, format)?;
+    let warnings = check_fields(&call, &mut object)?;
+    validate(&call, &mut object)?;
+    let manager = field_manager(&call, Part::Main);
+    let managed = record_update(None, &object, &manager, object_type(&call.target.kind));
+    object["metadata"]["managedFields"] = managed;
+    let created = call
+        .state
+        .objects
+        .create(&call.target.kind, call.namespace(), object, &write_options(&call))
+        .await?;
+    let response = respond(StatusCode::CREATED, &represent(&call, &created), call.negotiated.format);
+    Ok(with_warnings(response, &warnings))
+}
+
+/// `PUT` of an object (or its status / finalize subresource).
+pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Response, ApiError> {
+    let format = body_format(&call.headers)?;
+    let bytes = read_body(&call.headers, body).await?;
+    let mut object = decode_object(&bytes, format)?;
+    let warnings = check_fields(&call, &mut object)?;
+    validate(&call, &mut object)?;
+    let manager = field_manager(&call, part);
+    let kind = call.target.kind.clone();
+    let updated = call
+        .state
+        .objects
+        .update(&kind, call.namespace(), call.name(), part, &write_options(&call), |current| {
+            let mut next = object.clone();
+            next["metadata"]["managedFields"] =
+                record_update(Some(current), &next, &manager, object_type(&kind));
+            Ok(next)
+        })
+        .await?;
+    let response = respond(StatusCode::OK, &represent(&call, &updated), call.negotiated.format);
+    Ok(with_warnings(response, &warnings))
+}
+
+fn patch_failed(error: PatchError) -> RegistryError {
+    match error {
+        PatchError::TestFailed { .. } => RegistryError::Invalid {
+            kind: String::new(),
+            group_suffix: String::new(),
+            name: String::new(),
+            causes: vec![FieldError {
+                field: "patch".to_string(),
+                cause: "FieldValueInvalid",
+                message: error.to_string(),
+            }],
+        },
+        other => RegistryError::BadRequest(other.to_string()),
+    }
+}
+
+fn apply_failed(error: ApplyError) -> RegistryError {
+    match &error {
+        ApplyError::Conflicts(conflicts) => RegistryError::ApplyConflict {
+            message: error.to_string(),
+            causes: conflicts
+                .iter()
+                .map(|c| FieldError {
+                    field: c.field.clone(),
+                    cause: "FieldManagerConflict",
+                    message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                })
+                .collect(),
+        },
+        ApplyError::InvalidConfiguration { .. } => RegistryError::BadRequest(error.to_string()),
+    }
+}
+
+/// The object after applying `patch` of `patch_type` to `current`.
+fn patched(
+    kind: &ResourceType,
+    current: &Value,
+    patch: &Value,
+    patch_type: PatchType,
+    manager: &FieldManager,
+    force: bool,
+) -> Result<Value, RegistryError> {
+    let object_type = object_type(kind);
+    let mut next = match patch_type {
+        PatchType::Json => json_patch(current, patch).map_err(patch_failed)?,
+        PatchType::Merge => merge_patch(current, patch),
+        PatchType::Strategic => {
+            strategic_merge_patch(current, patch, object_type.schema).map_err(patch_failed)?
+        }
+        PatchType::Apply => {
+            return server_side_apply(Some(current), patch, manager, force, object_type)
+                .map_err(apply_failed);
+        }
+    };
+    next["metadata"]["managedFields"] = record_update(Some(current), &next, manager, object_type);
+    Ok(next)
+}
+
+/// `PATCH` of an object (or its status).
+pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response, ApiError> {
+    let patch_type = patch_type(&call.headers)?;
+    let kind = call.target.kind.clone();
+    if patch_type == PatchType::Strategic && !kind.strategic_merge {
+        return Err(ApiError::UnsupportedMediaType {
+            accepted: "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string(),
+        });
+    }
+    let bytes = read_body(&call.headers, body).await?;
+    let patch = match patch_type {
+        PatchType::Apply => decode_yaml(&bytes)?,
+        _ => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
+    };
+    let mut manager = field_manager(&call, part);
+    if patch_type == PatchType::Apply {
+        if call.query.field_manager.is_none() {
+            return Err(ApiError::bad_request(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("the apply configuration must be an object"));
+        }
+    } else {
+        manager.name = call.query.field_manager.clone().unwrap_or(manager.name);
+    }
+    let force = call.query.force;
+    let options = write_options(&call);
+    let mut warnings = Vec::new();
+    let result = call
+        .state
+        .objects
+        .update(&kind, call.namespace(), call.name(), part, &options, |current| {
+            let mut next = patched(&kind, current, &patch, patch_type, &manager, force)?;
+            // The current resourceVersion came along with the object: only a version the
+            // patch itself sets is a precondition.
+            if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+                && patch["metadata"]["resourceVersion"].is_null()
+            {
+                if let Some(meta) = next["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                }
+            }
+            Ok(next)
+        })
+        .await;
+    let object = match result {
+        Ok(object) => object,
+        // Server-side apply creates what does not exist yet.
+        Err(RegistryError::NotFound { .. }) if patch_type == PatchType::Apply && part == Part::Main => {
+            let mut created = server_side_apply(None, &patch, &manager, force, object_type(&kind))
+                .map_err(apply_failed)?;
+            warnings = check_fields(&call, &mut created)?;
+            validate(&call, &mut created)?;
+            let object = call
+                .state
+                .objects
+                .create(&kind, call.namespace(), created, &options)
+                .await?;
+            let response = respond(StatusCode::CREATED, &represent(&call, &object), call.negotiated.format);
+            return Ok(with_warnings(response, &warnings));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if patch_type == PatchType::Apply {
+        warnings = Vec::new();
+    }
+    let response = respond(StatusCode::OK, &represent(&call, &object), call.negotiated.format);
+    Ok(with_warnings(response, &warnings))
+}
+
+/// The delete options of a request: its body (a `DeleteOptions`), then the query.
+async fn delete_options(call: &Call, body: Body) -> Result<DeleteOptions, ApiError> {
+    let bytes = read_body(&call.headers, body).await?;
+    let mut options = DeleteOptions {
+        dry_run: call.query.dry_run,
+        ..DeleteOptions::default()
+    };
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let body = decode_object(&bytes, body_format(&call.headers)?)?;
+        if let Some(policy) = body["propagationPolicy"].as_str() {
+            options.propagation = propagation(policy)?;
+        } else if body["orphanDependents"] == json!(true) {
+            options.propagation = crate::registry::Propagation::Orphan;
+        }
+        options.uid = body["preconditions"]["uid"].as_str().map(str::to_string);
+        options.resource_version = body["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+        if body["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All")) {
+            options.dry_run = true;
+        }
+    }
+    if let Some(policy) = call.query.propagation {
+        options.propagation = policy;
+    }
+    Ok(options)
+}
+
+fn success_status(kind: &ResourceType, object: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": object["metadata"]["name"],
+            "group": kind.group,
+            "kind": kind.resource,
+            "uid": object["metadata"]["uid"],
+        },
+    })
+}
+
+/// `DELETE` of an object.
+pub(super) async fn delete(call: Call, body: Body) -> Result<Response, ApiError> {
+    let options = delete_options(&call, body).await?;
+    let kind = &call.target.kind;
+    let outcome = call
+        .state
+        .objects
+        .delete(kind, call.namespace(), call.name(), &options)
+        .await?;
+    Ok(match outcome {
+        DeleteOutcome::Deleted(object) => {
+            // Pods come back as the object (graceful deletion), other kinds as a Status.
+            if kind.group.is_empty() && kind.kind == "Pod" {
+                respond(StatusCode::OK, &represent(&call, &object), call.negotiated.format)
+            } else {
+                respond(StatusCode::OK, &success_status(kind, &object), call.negotiated.format)
+            }
+        }
+        DeleteOutcome::Pending(object) => {
+            respond(StatusCode::ACCEPTED, &represent(&call, &object), call.negotiated.format)
+        }
+    })
+}
+
+/// `DELETE` of a collection: every selected object, one by one.
+pub(super) async fn delete_collection(call: Call, body: Body) -> Result<Response, ApiError> {
+    let options = delete_options(&call, body).await?;
+    let filter = Filter::from_call(&call)?;
+    let kind = call.target.kind.clone();
+    let mut listing = list_options(&call);
+    listing.limit = 500;
+    let mut deleted = Vec::new();
+    loop {
+        let page = call.state.objects.list(&kind, call.namespace(), &listing).await?;
+        for object in page.items.iter().filter(|o| filter.matches(o)) {
+            let name = object["metadata"]["name"].as_str().unwrap_or("");
+            let namespace = object["metadata"]["namespace"].as_str();
+            match call.state.objects.delete(&kind, namespace, name, &options).await {
+                Ok(DeleteOutcome::Deleted(object) | DeleteOutcome::Pending(object)) => deleted.push(object),
+                Err(RegistryError::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        match page.continue_token {
+            Some(token) => {
+                listing.continue_token = Some(token);
+                listing.resource_version = None;
+            }
+            None => break,
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", kind.kind),
+        "apiVersion": kind.api_version(),
+        "metadata": {},
+        "items": deleted,
+    });
+    Ok(respond(StatusCode::OK, &list, call.negotiated.format))
+}
