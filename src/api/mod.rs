@@ -1,0 +1,3 @@
+//! The Kubernetes API over HTTPS.
+
+pub mod protobuf;
