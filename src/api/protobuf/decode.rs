@@ -12,10 +12,40 @@ use serde_json::{Map, Number, Value};
 use super::schema::{Field, FieldType, Label, Message, SCHEMA, Special};
 use super::time::{format_duration, format_timestamp};
 use super::wire::{FIXED64, LENGTH_DELIMITED, Reader, WireValue};
-use super::{MAX_DEPTH, ProtobufError};
+use super::{MAGIC, MAX_DEPTH, ProtobufError};
+
+/// Decode a body (magic + `runtime.Unknown`) into the object's JSON, with `apiVersion` and
+/// `kind` set. `depth` counts the enclosing messages when the body is embedded in a
+/// RawExtension, so nested bodies share one nesting limit.
+pub(crate) fn decode_body(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+    let envelope = body
+        .strip_prefix(&MAGIC)
+        .ok_or(ProtobufError::MissingMagic)?;
+    let unknown = unwrap_envelope(envelope)?;
+    if !unknown.content_encoding.is_empty() {
+        return Err(ProtobufError::Malformed(format!(
+            "unsupported contentEncoding {:?} (only unencoded raw bytes are accepted)",
+            unknown.content_encoding
+        )));
+    }
+    let message = SCHEMA
+        .kind(&unknown.api_version, &unknown.kind)
+        .ok_or_else(|| ProtobufError::UnknownKind {
+            api_version: unknown.api_version.clone(),
+            kind: unknown.kind.clone(),
+        })?;
+    let fields = decode_message(message, unknown.raw, depth)?;
+    // apiVersion and kind first, as Kubernetes writes them (visible if serde_json ever
+    // preserves insertion order)
+    let mut object = Map::with_capacity(fields.len() + 2);
+    object.insert("apiVersion".into(), Value::String(unknown.api_version));
+    object.insert("kind".into(), Value::String(unknown.kind));
+    object.extend(fields);
+    Ok(Value::Object(object))
+}
 
 /// The parts of a `runtime.Unknown` envelope the codec needs.
-pub(crate) struct Envelope<'a> {
+struct Envelope<'a> {
     pub(crate) api_version: String,
     pub(crate) kind: String,
     pub(crate) raw: &'a [u8],
@@ -24,7 +54,7 @@ pub(crate) struct Envelope<'a> {
 
 /// Read a `runtime.Unknown` {typeMeta(1) {apiVersion(1), kind(2)}, raw(2),
 /// contentEncoding(3), contentType(4)}.
-pub(crate) fn unwrap_envelope(bytes: &[u8]) -> Result<Envelope<'_>, ProtobufError> {
+fn unwrap_envelope(bytes: &[u8]) -> Result<Envelope<'_>, ProtobufError> {
     const UNKNOWN: &str = "io.k8s.apimachinery.pkg.runtime.Unknown";
     const TYPE_META: &str = "io.k8s.apimachinery.pkg.runtime.TypeMeta";
     let mut envelope = Envelope {
@@ -236,8 +266,8 @@ fn decode_map_entry(
     Ok((key, json))
 }
 
-/// One scalar or message value; `None` when Kubernetes JSON omits it (an empty string, a
-/// zero timestamp, empty raw JSON).
+/// One scalar or message value; `None` when Kubernetes JSON omits it (an empty string or
+/// byte string outside arrays and maps, a zero timestamp, empty raw JSON).
 fn decode_value(
     message: &Message,
     field: &Field,
@@ -273,7 +303,8 @@ fn decode_value(
         }
         FieldType::Bytes => {
             let bytes = length_delimited(value, field.tag, &message.name)?;
-            Some(Value::String(BASE64.encode(bytes)))
+            (!bytes.is_empty() || field.label != Label::Optional)
+                .then(|| Value::String(BASE64.encode(bytes)))
         }
         FieldType::Bool => Some(Value::Bool(varint()? != 0)),
         FieldType::Int32 => Some(Value::from(varint()? as i32)),
@@ -310,6 +341,9 @@ fn decode_special(
     bytes: &[u8],
     depth: usize,
 ) -> Result<Option<Value>, ProtobufError> {
+    if special == Special::RawJson {
+        return decode_raw_json(message, bytes, depth);
+    }
     let fields = decode_message(message, bytes, depth)?;
     let get = |name: &str| fields.get(name);
     let int = |name: &str| get(name).and_then(Value::as_i64).unwrap_or(0);
@@ -323,10 +357,12 @@ fn decode_special(
     };
     Ok(match special {
         Special::Time | Special::MicroTime => {
-            let (seconds, nanos) = (int("seconds"), int("nanos"));
-            if seconds == 0 && nanos == 0 {
-                return Ok(None); // Go's zero time, written as null: omit it
+            if bytes.is_empty() {
+                // Go writes its zero time as an empty message and as null in JSON: omit it.
+                // (A non-empty message with seconds 0 is 1970-01-01, as in Go.)
+                return Ok(None);
             }
+            let (seconds, nanos) = (int("seconds"), int("nanos"));
             let nanos = i32::try_from(nanos).map_err(|_| problem(format!("nanos {nanos}")))?;
             let formatted =
                 format_timestamp(seconds, nanos, special == Special::MicroTime).map_err(problem)?;
@@ -346,25 +382,7 @@ fn decode_special(
                 quantity
             }))
         }
-        Special::RawJson => {
-            let raw = fields
-                .get("raw")
-                .and_then(Value::as_str)
-                .map(|encoded| BASE64.decode(encoded))
-                .transpose()
-                .map_err(|_| problem("raw bytes".into()))?
-                .unwrap_or_default();
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            if raw.starts_with(&super::MAGIC) {
-                // an embedded object serialised as protobuf rather than JSON
-                return super::decode_object(&raw).map(Some);
-            }
-            let json = serde_json::from_slice(&raw)
-                .map_err(|error| problem(format!("raw is not JSON: {error}")))?;
-            Some(json)
-        }
+        Special::RawJson => None, // returned above, before the fields are decoded
         Special::SchemaOrArray => match (get("jSonSchemas"), get("schema")) {
             (Some(array), _) => Some(array.clone()),
             (None, schema) => schema.cloned(),
@@ -381,6 +399,31 @@ fn decode_special(
         },
         Special::StringList => Some(get("items").cloned().unwrap_or(Value::Array(Vec::new()))),
     })
+}
+
+/// RawExtension, apiextensions JSON, FieldsV1: the JSON value held in `raw` (field 1).
+fn decode_raw_json(
+    message: &Message,
+    bytes: &[u8],
+    depth: usize,
+) -> Result<Option<Value>, ProtobufError> {
+    let mut raw: &[u8] = &[];
+    let mut reader = Reader::new(bytes);
+    while let Some((tag, value)) = reader.read_field()? {
+        if tag == 1 {
+            raw = length_delimited(value, tag, &message.name)?;
+        }
+    }
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.starts_with(&MAGIC) {
+        // an embedded object serialised as protobuf (watch events) rather than JSON
+        return decode_body(raw, depth + 1).map(Some);
+    }
+    let json = serde_json::from_slice(raw)
+        .map_err(|error| invalid("raw", &message.name, format!("raw is not JSON: {error}")))?;
+    Ok(Some(json))
 }
 
 #[cfg(test)]

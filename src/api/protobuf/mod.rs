@@ -105,26 +105,7 @@ pub fn supports(api_version: &str, kind: &str) -> bool {
 /// Decode a protobuf request body (magic + `runtime.Unknown`) into the object's JSON, with
 /// `apiVersion` and `kind` set.
 pub fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
-    let envelope = body
-        .strip_prefix(&MAGIC)
-        .ok_or(ProtobufError::MissingMagic)?;
-    let unknown = decode::unwrap_envelope(envelope)?;
-    if !unknown.content_encoding.is_empty() {
-        return Err(ProtobufError::Malformed(format!(
-            "unsupported contentEncoding {:?} (only unencoded raw bytes are accepted)",
-            unknown.content_encoding
-        )));
-    }
-    let message = schema::SCHEMA
-        .kind(&unknown.api_version, &unknown.kind)
-        .ok_or_else(|| ProtobufError::UnknownKind {
-            api_version: unknown.api_version.clone(),
-            kind: unknown.kind.clone(),
-        })?;
-    let mut object = decode::decode_message(message, unknown.raw, 0)?;
-    object.insert("apiVersion".into(), Value::String(unknown.api_version));
-    object.insert("kind".into(), Value::String(unknown.kind));
-    Ok(Value::Object(object))
+    decode::decode_body(body, 0)
 }
 
 /// Encode a JSON object (with `apiVersion` and `kind`) as a protobuf response body.

@@ -439,11 +439,13 @@ fn status_under_meta_k8s_io_is_supported_too() {
 
 #[test]
 fn go_zero_values_for_unset_fields_are_omitted_and_unknown_fields_skipped() {
-    // Go writes non-pointer fields even when empty: "" strings, a zero creationTimestamp
+    // Go writes non-pointer fields even when empty: "" strings, and a zero
+    // creationTimestamp as an empty message
     let mut map = config_map();
     let metadata = map.metadata.as_mut().unwrap();
     metadata.generate_name = Some(String::new());
-    metadata.creation_timestamp = Some(meta::Time {
+    metadata.creation_timestamp = Some(meta::Time::default());
+    metadata.deletion_timestamp = Some(meta::Time {
         seconds: Some(0),
         nanos: Some(0),
     });
@@ -464,6 +466,8 @@ fn go_zero_values_for_unset_fields_are_omitted_and_unknown_fields_skipped() {
         .as_object_mut()
         .unwrap()
         .remove("creationTimestamp");
+    // a timestamp that is on the wire, even at the epoch, is a timestamp
+    expected["metadata"]["deletionTimestamp"] = json!("1970-01-01T00:00:00Z");
     assert_eq!(decoded, expected);
 }
 
@@ -524,11 +528,10 @@ fn malformed_bodies_are_errors_that_say_what_is_wrong() {
     assert!(error_of(&[MAGIC.to_vec(), gzipped.encode_to_vec()].concat()).contains("gzip"));
 }
 
-#[test]
-fn deep_nesting_is_refused_not_a_stack_overflow() {
-    // JSONSchemaProps.not (field 28) nested 1000 times
+/// A CRD body whose openAPIV3Schema nests `not` (JSONSchemaProps field 28) `levels` deep.
+fn nested_crd_body(levels: usize) -> Vec<u8> {
     let mut schema = Vec::new();
-    for _ in 0..1_000 {
+    for _ in 0..levels {
         let mut outer = Vec::new();
         super::wire::put_bytes(&mut outer, 28, &schema);
         schema = outer;
@@ -549,8 +552,51 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
         raw: Some(crd),
         ..Default::default()
     };
-    let error = error_of(&[MAGIC.to_vec(), unknown.encode_to_vec()].concat());
+    [MAGIC.to_vec(), unknown.encode_to_vec()].concat()
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let error = error_of(&nested_crd_body(1_000));
     assert!(error.contains("nested deeper"), "{error}");
+}
+
+#[test]
+fn embedded_protobuf_objects_decode_and_share_the_nesting_limit() {
+    let revision = |data: Vec<u8>| apps::ControllerRevision {
+        metadata: Some(meta::ObjectMeta {
+            name: Some("web-1".into()),
+            ..Default::default()
+        }),
+        data: Some(k8s_pb::apimachinery::pkg::runtime::RawExtension { raw: Some(data) }),
+        revision: Some(1),
+    };
+    let decoded = decode_object(&body(
+        "apps/v1",
+        "ControllerRevision",
+        &revision(body("v1", "ConfigMap", &config_map())),
+    ))
+    .unwrap();
+    assert_eq!(decoded["data"], config_map_json());
+
+    let mut nested = body("v1", "ConfigMap", &config_map());
+    for _ in 0..1_000 {
+        nested = body("apps/v1", "ControllerRevision", &revision(nested));
+    }
+    assert!(error_of(&nested).contains("nested deeper"));
+}
+
+#[test]
+fn nesting_up_to_the_limit_fits_a_small_stack() {
+    // what the limit allows must fit in half of a tokio worker's 2 MiB stack, even unoptimised
+    let body = nested_crd_body(super::MAX_DEPTH - 6);
+    let decoded = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || decode_object(&body).map(|object| encode_object(&object)))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(decoded.unwrap().is_ok());
 }
 
 #[test]
