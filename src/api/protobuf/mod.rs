@@ -14,9 +14,16 @@
 //!
 //! Presence: proto2 fields that are on the wire appear in JSON, so `replicas: 0` sent by a
 //! client survives. The exception is Go's always-written zero values that mean "unset":
-//! an empty string and a zero `Time` are omitted, as Go's `omitempty` would. Zero numbers
-//! and `false` are kept, since for Go pointer fields they are meaningful and for the
-//! others JSON `0` and absence decode the same.
+//! an empty string or byte string and a zero `Time` (an empty message) are omitted, as
+//! Go's `omitempty` would. Zero numbers and `false` are kept: the table cannot tell Go
+//! pointer fields (where `0`/`false` is a value) from plain ones (where it means unset and
+//! JSON `0` decodes the same as absence), so a Go client's body yields e.g.
+//! `"paused": false` where kubectl's JSON would leave the key out. The cost of the string
+//! rule is the converse: a Go `*string` explicitly set to `""` (a PVC's
+//! `storageClassName: ""`) arrives as absent.
+//!
+//! Encoding ignores JSON keys the table does not know (as Go's JSON decoder does), writes
+//! fields in tag order and repeated scalars unpacked, as Kubernetes' Go code does.
 
 mod decode;
 mod encode;
