@@ -217,6 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn no_two_fields_of_a_message_share_a_json_name_or_tag() {
+        for message in SCHEMA.messages.values() {
+            let mut names = std::collections::HashSet::new();
+            let mut tags = std::collections::HashSet::new();
+            for field in &message.fields {
+                assert!(tags.insert(field.tag), "{} tag {}", message.name, field.tag);
+                if field.label != Label::Inline {
+                    assert!(
+                        !field.json_name.is_empty() && names.insert(field.json_name.as_str()),
+                        "{}.{}",
+                        message.name,
+                        field.json_name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_kinds_kubectl_creates_and_the_special_types_are_known() {
         for (api_version, kind) in [
             ("v1", "Namespace"),

@@ -141,6 +141,37 @@ fn json_survives_encode_then_decode() {
     }
 }
 
+/// k8s-openapi's serde (the JSON names Kubernetes uses) reads and writes `object` unchanged.
+fn assert_k8s_openapi_agrees<T>(object: Value)
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_json::from_value(object.clone()).unwrap();
+    assert_eq!(serde_json::to_value(typed).unwrap(), object);
+}
+
+#[test]
+fn decoded_json_uses_the_names_k8s_openapi_uses() {
+    use k8s_openapi::api::{apps::v1 as apps_json, core::v1 as core_json};
+    let decode = |bytes: Vec<u8>| decode_object(&bytes).unwrap();
+    assert_k8s_openapi_agrees::<core_json::ConfigMap>(decode(body(
+        "v1",
+        "ConfigMap",
+        &config_map(),
+    )));
+    assert_k8s_openapi_agrees::<core_json::Namespace>(decode(body(
+        "v1",
+        "Namespace",
+        &namespace(),
+    )));
+    assert_k8s_openapi_agrees::<core_json::Secret>(decode(body("v1", "Secret", &secret())));
+    assert_k8s_openapi_agrees::<apps_json::Deployment>(decode(body(
+        "apps/v1",
+        "Deployment",
+        &deployment(),
+    )));
+}
+
 #[test]
 fn status_under_meta_k8s_io_is_supported_too() {
     let mut status = status_json();
