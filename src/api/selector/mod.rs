@@ -9,6 +9,7 @@
 
 mod field;
 mod label;
+mod validation;
 
 pub use field::{FieldOperator, FieldRequirement, FieldSelector, field_value};
 pub use label::{LabelSelector, Operator, Requirement};
