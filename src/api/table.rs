@@ -2,11 +2,16 @@
 //! asks for: column definitions and one row of cells per object, as kube-apiserver renders
 //! them, so kubectl prints the same screen against Capstan.
 //!
-//! The layout comes from the kind (`ResourceType::columns`): NAME first, then the kind's
-//! columns, then AGE unless the kind placed it (pods put it before their `-o wide` columns).
-//! A kind whose columns include the name itself (events: LAST SEEN first and NAME last,
-//! kinds shown as NAME + CREATED AT) lays out every column and gets nothing added. The
-//! server always renders the wide columns (priority > 0); kubectl hides them.
+//! The layout comes from the kind (`ResourceType::columns`), in the order upstream uses:
+//! - a kind whose columns include the name itself (events: LAST SEEN first and NAME last,
+//!   kinds shown as NAME + CREATED AT) lays out every column and gets nothing added;
+//! - custom resources (columns read by `Path`, from `additionalPrinterColumns`) get NAME
+//!   and exactly their columns, and a kind without columns NAME and an AGE of type `date`,
+//!   as the apiextensions table convertor does;
+//! - built-in kinds get NAME first, their columns, then AGE unless they placed it (pods put
+//!   it before their `-o wide` columns).
+//!
+//! The server always renders the wide columns (priority > 0); kubectl hides them.
 //!
 //! Everything here is a pure function of the objects and `now`, so tests pin every cell.
 
@@ -71,8 +76,8 @@ pub fn render_table(
 }
 
 /// The one-row Table for a single object: a GET, or one watch event (`kubectl get -w`
-/// sends the object of every event as such a Table). `include_headers` false leaves
-/// `columnDefinitions` null, for watch events after the first.
+/// sends the object of every event as such a Table). kube-apiserver sends the column
+/// definitions with the first watch event only: `include_headers` false leaves them null.
 pub fn render_object_table(
     kind: &ResourceType,
     object: &Value,
@@ -110,15 +115,13 @@ pub fn layout(kind: &ResourceType) -> Vec<Column> {
         value: ColumnValue::Name,
     });
     columns.extend(own.iter().cloned());
-    let places_age = own.iter().any(|c| match &c.value {
-        ColumnValue::Age => true,
-        ColumnValue::Path(path) => path.trim_matches(['{', '}']) == ".metadata.creationTimestamp",
-        _ => false,
-    });
-    if !places_age {
+    let custom = own.iter().any(|c| matches!(c.value, ColumnValue::Path(_)));
+    let places_age = own.iter().any(|c| matches!(c.value, ColumnValue::Age));
+    if !custom && !places_age {
         columns.push(Column {
             name: "Age".to_string(),
-            column_type: "string".to_string(),
+            // A custom resource without printer columns gets a `date` AGE upstream.
+            column_type: if own.is_empty() { "date" } else { "string" }.to_string(),
             format: String::new(),
             description: AGE_DESCRIPTION.to_string(),
             priority: 0,

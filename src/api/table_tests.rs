@@ -353,7 +353,7 @@ fn custom_resource_columns_read_paths_by_type() {
     assert_eq!(
         headers(&table),
         ["Name", "Replicas", "Phase", "First", "Since", "Created"],
-        "a creationTimestamp column places AGE itself"
+        "custom columns are shown as listed"
     );
     assert_eq!(
         first_row(&table),
@@ -367,6 +367,18 @@ fn custom_resource_columns_read_paths_by_type() {
         ]
     );
     assert_eq!(table["rows"][0]["object"]["spec"]["replicas"], 2.0);
+
+    resource.columns.truncate(2);
+    let table = render_table(&resource, &[], IncludeObject::None, json!({}), now());
+    assert_eq!(
+        headers(&table),
+        ["Name", "Replicas", "Phase"],
+        "custom columns get no AGE added"
+    );
+    resource.columns.clear();
+    let table = render_table(&resource, &[], IncludeObject::None, json!({}), now());
+    assert_eq!(headers(&table), ["Name", "Age"]);
+    assert_eq!(table["columnDefinitions"][1]["type"], "date");
 }
 
 #[test]
