@@ -9,7 +9,10 @@ pub mod error;
 pub mod path;
 pub mod protobuf;
 mod rest;
+pub mod selector;
+pub mod table;
 pub mod tls;
+mod validation;
 mod watch;
 
 use std::sync::Arc;
