@@ -5,7 +5,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod discovery;
 pub mod error;
+pub mod openapi;
 pub mod path;
 pub mod protobuf;
 mod rest;

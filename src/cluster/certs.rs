@@ -68,8 +68,8 @@ impl std::fmt::Debug for IssuedCert {
 
 /// The cluster's certificate authority.
 pub struct CertificateAuthority {
-    params: CertificateParams,
-    key: KeyPair,
+    issuer: Issuer<'static, KeyPair>,
+    key_pem: String,
     cert_pem: String,
 }
 
@@ -98,8 +98,8 @@ impl CertificateAuthority {
             .self_signed(&key)
             .map_err(crypto("self-sign the CA"))?;
         Ok(CertificateAuthority {
-            params,
-            key,
+            key_pem: key.serialize_pem(),
+            issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
         })
     }
@@ -107,11 +107,11 @@ impl CertificateAuthority {
     /// The CA stored earlier as `cert_pem` and `key_pem`.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
         let key = KeyPair::from_pem(key_pem).map_err(crypto("read the CA key"))?;
-        let params =
-            CertificateParams::from_ca_cert_pem(cert_pem).map_err(crypto("read the CA certificate"))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).map_err(crypto("read the CA certificate"))?;
         Ok(CertificateAuthority {
-            params,
-            key,
+            issuer,
+            key_pem: key_pem.to_string(),
             cert_pem: cert_pem.to_string(),
         })
     }
@@ -123,7 +123,7 @@ impl CertificateAuthority {
 
     /// The CA's private key, PEM.
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        self.key_pem.clone()
     }
 
     /// A serving certificate valid for every one of `names` (DNS names and IP addresses).
@@ -170,8 +170,9 @@ impl CertificateAuthority {
     ) -> Result<IssuedCert, CertError> {
         validity(&mut params, LEAF_LIFETIME);
         let key = KeyPair::generate().map_err(crypto("generate a key"))?;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).map_err(crypto(what))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(crypto(what))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

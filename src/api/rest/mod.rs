@@ -4,9 +4,11 @@
 
 mod discovery;
 mod query;
-mod read;
+pub(super) mod read;
 mod subresource;
 mod write;
+
+pub(crate) use write::object_type;
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ pub(super) use discovery::discovery;
 pub(super) use query::Query;
 
 /// One request to a resource path, decoded.
-pub(super) struct Call {
+pub(crate) struct Call {
     pub state: Arc<ApiState>,
     pub target: ResourcePath,
     pub query: Query,
@@ -33,11 +35,11 @@ pub(super) struct Call {
 }
 
 impl Call {
-    fn namespace(&self) -> Option<&str> {
+    pub(crate) fn namespace(&self) -> Option<&str> {
         self.target.namespace.as_deref()
     }
 
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.target.name.as_deref().unwrap_or("")
     }
 }

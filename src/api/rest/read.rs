@@ -11,7 +11,7 @@ use super::Call;
 use crate::api::body::{Representation, respond};
 use crate::api::error::ApiError;
 use crate::api::selector::{FieldSelector, LabelSelector, field_value};
-use crate::api::table::{IncludeObject, render_table};
+use crate::api::table::{IncludeObject, render_object_table, render_table};
 use crate::registry::ResourceType;
 use crate::storage::{ListOptions, ResourceVersionMatch};
 
@@ -26,17 +26,18 @@ impl Filter {
     pub(crate) fn from_call(call: &Call) -> Result<Filter, ApiError> {
         let kind = &call.target.kind;
         let labels = match &call.query.label_selector {
-            Some(text) => Some(LabelSelector::parse(text).map_err(|e| {
-                ApiError::bad_request(format!("unable to parse requirement: {e}"))
-            })?),
+            Some(text) => Some(
+                LabelSelector::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
             None => None,
         };
         let fields = match &call.query.field_selector {
             Some(text) => {
-                let selector = FieldSelector::parse(text)
-                    .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
-                for field in selector.fields() {
-                    if !field_supported(kind, &field) {
+                let selector =
+                    FieldSelector::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                for requirement in selector.requirements() {
+                    let field = &requirement.field;
+                    if !field_supported(kind, field) {
                         return Err(ApiError::bad_request(format!(
                             "field label not supported: {field}"
                         )));
@@ -79,22 +80,18 @@ pub(crate) fn represent(call: &Call, object: &Value) -> Value {
     match call.negotiated.representation {
         Representation::Object => object.clone(),
         Representation::PartialObjectMetadata => partial(object),
-        Representation::Table => render_table(
+        Representation::Table => render_object_table(
             &call.target.kind,
-            std::slice::from_ref(object),
+            object,
             include_object(call),
-            json!({"resourceVersion": object["metadata"]["resourceVersion"]}),
+            true,
             SystemTime::now(),
         ),
     }
 }
 
 pub(crate) fn include_object(call: &Call) -> IncludeObject {
-    match call.query.include_object.as_deref() {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    }
+    IncludeObject::from_query(call.query.include_object.as_deref()).unwrap_or(IncludeObject::Metadata)
 }
 
 fn partial(object: &Value) -> Value {
