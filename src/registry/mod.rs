@@ -8,12 +8,19 @@
 mod builtin;
 mod columns;
 mod kind;
+mod patch_strategies;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 pub use builtin::builtin_types;
 pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
+pub use patch_strategies::{FIELD_PATCH_META, FieldPatchMeta};
+pub use schema::{
+    V3_REF_PREFIX, builtin_definitions, definition_name, direct_references, group_version_kind,
+    list_schema, object_schema, reachable_definitions,
+};
 
 /// One group's versions, preferred first.
 #[derive(Debug, Clone)]
