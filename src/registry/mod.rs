@@ -92,7 +92,7 @@ impl Catalog {
             .into_iter()
             .map(|group| {
                 let mut found = versions.remove(&group).unwrap_or_default();
-                found.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+                found.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
                 GroupVersions {
                     group,
                     versions: found,
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn versions_sort_as_kubernetes_prefers_them() {
         let mut versions = vec!["v1alpha1", "v1", "v2beta1", "v1beta2", "v2", "foo"];
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(
             versions,
             ["v2", "v1", "v2beta1", "v1beta2", "v1alpha1", "foo"]
