@@ -1,6 +1,7 @@
 //! Capstan: a Kubernetes control plane in one binary, highly available on an external SQL
 //! datastore. See ARCHITECTURE.md for the map; each module below is one box of it.
 
+pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod config;

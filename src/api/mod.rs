@@ -1,0 +1,4 @@
+//! The Kubernetes API over HTTPS.
+
+pub mod discovery;
+pub mod openapi;
