@@ -9,8 +9,9 @@ mod builtin;
 mod columns;
 mod error;
 mod kind;
-mod store;
+mod patch_strategies;
 pub mod schema;
+mod store;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,11 @@ use std::sync::{Arc, RwLock};
 pub use builtin::builtin_types;
 pub use error::{FieldError, RegistryError};
 pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
+pub use patch_strategies::{FIELD_PATCH_META, FieldPatchMeta};
+pub use schema::{
+    V3_REF_PREFIX, builtin_definitions, definition_name, direct_references, group_version_kind,
+    list_schema, object_schema, reachable_definitions,
+};
 pub use store::{
     DeleteOptions, DeleteOutcome, ObjectStore, Part, Propagation, WriteOptions, has_finalizers,
     invalid, qualified_resource, timestamp,

@@ -44,7 +44,7 @@ pub(crate) fn discovery(
                     documents::api_group_list(catalog)
                 })),
                 aggregated => {
-                    let document = documents::aggregated(catalog, core, aggregated);
+                    let document = documents::aggregated_as(catalog, core, aggregated);
                     Ok(with_content_type(&document, aggregated.content_type()))
                 }
             }
@@ -56,21 +56,22 @@ pub(crate) fn discovery(
             .map(|document| json(&document))
             .ok_or(ApiError::NoSuchPath),
         Route::OpenApiV2 => {
-            let document = openapi::v2_document(catalog);
-            if accept(headers).contains("protobuf") {
-                let bytes = openapi::v2_protobuf(&document);
+            let cached = openapi::documents(catalog);
+            if openapi::v2_wants_protobuf(accept(headers)) {
                 Ok((
-                    [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
-                    bytes,
+                    [(header::CONTENT_TYPE, openapi::V2_PROTOBUF_CONTENT_TYPE)],
+                    cached.v2_protobuf.clone(),
                 )
                     .into_response())
             } else {
-                Ok(json(&document))
+                Ok(json(&cached.v2))
             }
         }
-        Route::OpenApiV3Index => Ok(json(&openapi::v3_index(catalog))),
-        Route::OpenApiV3(path) => openapi::v3_document(catalog, &path)
-            .map(|document| json(&document))
+        Route::OpenApiV3Index => Ok(json(&openapi::documents(catalog).v3_index)),
+        Route::OpenApiV3(path) => openapi::documents(catalog)
+            .v3
+            .get(&path)
+            .map(json)
             .ok_or(ApiError::NoSuchPath),
         _ => Err(ApiError::NoSuchPath),
     }
