@@ -48,7 +48,11 @@ fn user_of_certificate(cert: &PeerCertificate) -> Option<User> {
 }
 
 fn bearer_token(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -63,9 +67,16 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// The middleware: attaches the [`User`] or answers 401.
-pub async fn authenticate(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
-    if ANONYMOUS_PATHS.contains(&path) || path.starts_with("/livez/") || path.starts_with("/readyz/") {
+    if ANONYMOUS_PATHS.contains(&path)
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+    {
         return next.run(request).await;
     }
     let user = if let Some(cert) = request.extensions().get::<PeerCertificate>() {
@@ -77,7 +88,10 @@ pub async fn authenticate(State(state): State<Arc<ApiState>>, mut request: Reque
             .any(|accepted| !accepted.is_empty() && same_secret(accepted, token))
             .then(|| User {
                 name: "system:admin".to_string(),
-                groups: vec!["system:masters".to_string(), "system:authenticated".to_string()],
+                groups: vec![
+                    "system:masters".to_string(),
+                    "system:authenticated".to_string(),
+                ],
             })
     } else {
         None

@@ -56,7 +56,8 @@ pub fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
         PROTOBUF => Ok(BodyFormat::Protobuf),
         _ => Err(ApiError::UnsupportedMediaType {
-            accepted: "application/json, application/yaml, application/vnd.kubernetes.protobuf".to_string(),
+            accepted: "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+                .to_string(),
         }),
     }
 }
@@ -92,7 +93,9 @@ pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiErro
             if too_large {
                 Err(ApiError::TooLarge)
             } else {
-                Err(ApiError::bad_request(format!("cannot read the request body: {error}")))
+                Err(ApiError::bad_request(format!(
+                    "cannot read the request body: {error}"
+                )))
             }
         }
     }
@@ -105,8 +108,9 @@ pub fn decode_object(bytes: &[u8], format: BodyFormat) -> Result<Value, ApiError
             ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?,
         BodyFormat::Yaml => decode_yaml(bytes)?,
-        BodyFormat::Protobuf => protobuf::decode_object(bytes)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        BodyFormat::Protobuf => {
+            protobuf::decode_object(bytes).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
     };
     if !value.is_object() {
         return Err(ApiError::bad_request(
@@ -217,7 +221,10 @@ mod tests {
 
     fn accept(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_str(value).expect("header"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_str(value).expect("header"),
+        );
         headers
     }
 
@@ -237,7 +244,11 @@ mod tests {
 
     #[test]
     fn yaml_bodies_decode() {
-        let value = decode_object(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n", BodyFormat::Yaml).expect("yaml");
+        let value = decode_object(
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+            BodyFormat::Yaml,
+        )
+        .expect("yaml");
         assert_eq!(value["metadata"]["name"], "x");
         assert!(decode_object(b"{not json", BodyFormat::Json).is_err());
         assert!(decode_object(b"[1]", BodyFormat::Json).is_err());

@@ -27,7 +27,9 @@ pub enum ApiError {
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
     /// A request body in a format we do not read.
-    #[error("the body of the request was in an unknown format - accepted media types include: {accepted}")]
+    #[error(
+        "the body of the request was in an unknown format - accepted media types include: {accepted}"
+    )]
     UnsupportedMediaType {
         /// What this endpoint accepts.
         accepted: String,
@@ -42,7 +44,9 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     /// The server cannot produce any of the accepted media types.
-    #[error("only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
+    #[error(
+        "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    )]
     NotAcceptable,
     /// Something failed inside the server; logged where it happened.
     #[error("internal error: {0}")]
@@ -68,14 +72,20 @@ impl ApiError {
                 RegistryError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
                 RegistryError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
                 RegistryError::Expired(_) => (StatusCode::GONE, "Expired"),
-                RegistryError::TooLargeResourceVersion { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+                RegistryError::TooLargeResourceVersion { .. } => {
+                    (StatusCode::GATEWAY_TIMEOUT, "Timeout")
+                }
                 RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-                RegistryError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+                RegistryError::Unavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+                }
             },
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::NoSuchPath => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
-            ApiError::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+            }
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
@@ -116,7 +126,9 @@ impl ApiError {
             ApiError::Registry(
                 RegistryError::NotFound { qualified, name }
                 | RegistryError::AlreadyExists { qualified, name }
-                | RegistryError::Conflict { qualified, name, .. },
+                | RegistryError::Conflict {
+                    qualified, name, ..
+                },
             ) => {
                 let (kind, group) = split(qualified);
                 Some(json!({"name": name, "group": group, "kind": kind}))
@@ -159,15 +171,22 @@ impl IntoResponse for ApiError {
         let body = self.to_status().to_string();
         let mut response = (code, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if matches!(
             self,
-            ApiError::TooManyRequests | ApiError::Registry(RegistryError::TooLargeResourceVersion { .. })
+            ApiError::TooManyRequests
+                | ApiError::Registry(RegistryError::TooLargeResourceVersion { .. })
         ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, ApiError::Unauthorized) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"kubernetes-master\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"kubernetes-master\""),
+            );
         }
         response
     }

@@ -78,7 +78,10 @@ impl ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .fallback(dispatch)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -159,7 +162,11 @@ fn metrics() -> Response {
     let encoder = prometheus::TextEncoder::new();
     let mut buffer = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut buffer) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buffer).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            buffer,
+        )
+            .into_response(),
         Err(error) => ApiError::Internal(error.to_string()).into_response(),
     }
 }

@@ -78,7 +78,9 @@ pub fn parse(path: &str, catalog: &Catalog) -> Route {
         ["openapi", "v3", rest @ ..] if !rest.is_empty() => Route::OpenApiV3(rest.join("/")),
         ["api", version] => Route::GroupVersion(String::new(), (*version).to_string()),
         ["apis", group] => Route::Group((*group).to_string()),
-        ["apis", group, version] => Route::GroupVersion((*group).to_string(), (*version).to_string()),
+        ["apis", group, version] => {
+            Route::GroupVersion((*group).to_string(), (*version).to_string())
+        }
         ["api", version, rest @ ..] => resource(catalog, "", version, rest),
         ["apis", group, version, rest @ ..] => resource(catalog, group, version, rest),
         _ => Route::NotFound,
@@ -91,7 +93,10 @@ fn resource(catalog: &Catalog, group: &str, version: &str, rest: &[&str]) -> Rou
         _ => (false, rest),
     };
     let found = |resource: &str| catalog.lookup(group, version, resource);
-    let build = |kind: Arc<ResourceType>, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+    let build = |kind: Arc<ResourceType>,
+                 namespace: Option<&str>,
+                 name: Option<&str>,
+                 sub: Option<&str>| {
         Route::Resource(ResourcePath {
             kind,
             namespace: namespace.map(str::to_string),
@@ -103,10 +108,12 @@ fn resource(catalog: &Catalog, group: &str, version: &str, rest: &[&str]) -> Rou
     match rest {
         // A namespace's own subresource (`namespaces/x/status`) unless a namespaced kind
         // of that name exists (`namespaces/x/pods`).
-        ["namespaces", name, sub] if found(sub).is_none_or(|k| !k.namespaced) => match found("namespaces") {
-            Some(kind) => build(kind, None, Some(name), Some(sub)),
-            None => Route::NotFound,
-        },
+        ["namespaces", name, sub] if found(sub).is_none_or(|k| !k.namespaced) => {
+            match found("namespaces") {
+                Some(kind) => build(kind, None, Some(name), Some(sub)),
+                None => Route::NotFound,
+            }
+        }
         ["namespaces", namespace, resource, tail @ ..] => match found(resource) {
             Some(kind) if kind.namespaced => match tail {
                 [] => build(kind, Some(namespace), None, None),
@@ -140,7 +147,8 @@ mod tests {
 
     #[test]
     fn resource_paths_name_kind_namespace_name_and_subresource() {
-        let Route::Resource(p) = route("/apis/apps/v1/namespaces/default/deployments/web/scale") else {
+        let Route::Resource(p) = route("/apis/apps/v1/namespaces/default/deployments/web/scale")
+        else {
             panic!("not a resource")
         };
         assert_eq!(p.kind.kind, "Deployment");
@@ -155,7 +163,9 @@ mod tests {
         assert_eq!(p.name.as_deref(), Some("kube-system"));
         assert_eq!(p.subresource.as_deref(), Some("finalize"));
 
-        let Route::Resource(p) = route("/api/v1/namespaces/x/pods") else { panic!("not a resource") };
+        let Route::Resource(p) = route("/api/v1/namespaces/x/pods") else {
+            panic!("not a resource")
+        };
         assert_eq!(p.kind.kind, "Pod");
         assert!(p.name.is_none());
 
@@ -164,6 +174,9 @@ mod tests {
         };
         assert!(p.watch_prefix);
         assert!(matches!(route("/api/v1/widgets"), Route::NotFound));
-        assert!(matches!(route("/api/v1/configmaps/x"), Route::NotFound), "namespaced kind without namespace");
+        assert!(
+            matches!(route("/api/v1/configmaps/x"), Route::NotFound),
+            "namespaced kind without namespace"
+        );
     }
 }

@@ -107,7 +107,10 @@ pub async fn serve(
         });
     }
     connections.close();
-    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+    if tokio::time::timeout(drain, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain period; closing them");
     }
 }
@@ -138,13 +141,16 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|cert| PeerCertificate(Arc::new(cert.clone().into_owned())));
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        if let Some(peer) = &peer {
-            request.extensions_mut().insert(peer.clone());
-        }
-        request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
-        router.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            if let Some(peer) = &peer {
+                request.extensions_mut().insert(peer.clone());
+            }
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(remote));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
     let builder = Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(connection);

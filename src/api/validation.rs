@@ -39,7 +39,13 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
                     walk(property, child, &child_path, depth + 1, found);
                 } else if let Some(additional) = additional {
                     if additional.is_object() {
-                        walk(schema.additional_properties(), child, &child_path, depth + 1, found);
+                        walk(
+                            schema.additional_properties(),
+                            child,
+                            &child_path,
+                            depth + 1,
+                            found,
+                        );
                     } else if additional == &Value::Bool(false) {
                         found.push(child_path);
                     }
@@ -51,7 +57,13 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
         Value::Array(items) => {
             let item_schema = schema.items();
             for (index, item) in items.iter().enumerate() {
-                walk(item_schema, item, &format!("{path}[{index}]"), depth + 1, found);
+                walk(
+                    item_schema,
+                    item,
+                    &format!("{path}[{index}]"),
+                    depth + 1,
+                    found,
+                );
             }
         }
         _ => {}

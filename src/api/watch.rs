@@ -137,7 +137,9 @@ impl WatchState {
         let was_selected = self.matching.contains(&key);
         let event_type = match kind {
             WatchEventType::Added if selected => "ADDED",
-            WatchEventType::Modified if selected && (was_selected || !self.known_state) => "MODIFIED",
+            WatchEventType::Modified if selected && (was_selected || !self.known_state) => {
+                "MODIFIED"
+            }
             WatchEventType::Modified if selected => "ADDED",
             WatchEventType::Modified if was_selected => "DELETED",
             WatchEventType::Deleted if selected || was_selected => "DELETED",
@@ -159,7 +161,13 @@ impl WatchState {
                 "Expired",
                 format!("too old resource version: {requested} ({oldest})"),
             ),
-            other => (410, "Expired", format!("the watch ended: {other}; list again and watch from the list's resourceVersion")),
+            other => (
+                410,
+                "Expired",
+                format!(
+                    "the watch ended: {other}; list again and watch from the list's resourceVersion"
+                ),
+            ),
         };
         let status = json!({
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -212,7 +220,9 @@ pub(super) async fn serve(call: Call) -> Result<Response, ApiError> {
         Some(send) => send,
         None => rv.is_empty() || rv == "0",
     };
-    let timeout = query.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let timeout = query
+        .timeout_seconds
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let mut state = WatchState {
         kind: kind.clone(),
         filter,
@@ -290,7 +300,13 @@ pub(super) async fn serve(call: Call) -> Result<Response, ApiError> {
     });
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(response)
 }

@@ -170,9 +170,7 @@ impl CertificateAuthority {
     ) -> Result<IssuedCert, CertError> {
         validity(&mut params, LEAF_LIFETIME);
         let key = KeyPair::generate().map_err(crypto("generate a key"))?;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(crypto(what))?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(crypto(what))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -91,7 +91,10 @@ pub fn prepare(
     if let Some(parent) = kubeconfig.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    write_private(kubeconfig, &admin_kubeconfig(server_url, ca.cert_pem(), &admin))?;
+    write_private(
+        kubeconfig,
+        &admin_kubeconfig(server_url, ca.cert_pem(), &admin),
+    )?;
     tracing::info!(path = %kubeconfig.display(), "wrote the admin kubeconfig");
     Ok(ServerPki {
         ca_pem: ca.cert_pem().to_string(),

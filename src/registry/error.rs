@@ -82,7 +82,11 @@ pub enum RegistryError {
         causes: Vec<FieldError>,
     },
     /// The object is invalid.
-    #[error("{} \"{name}\" is invalid: {}", qualified_kind(kind, group_suffix), summarize(causes))]
+    #[error(
+        "{} \"{name}\" is invalid: {}",
+        qualified_kind(kind, group_suffix),
+        summarize(causes)
+    )]
     Invalid {
         /// The kind, e.g. `ConfigMap`.
         kind: String,

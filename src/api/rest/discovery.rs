@@ -21,7 +21,9 @@ fn accept(headers: &HeaderMap) -> &str {
 fn with_content_type(value: &serde_json::Value, content_type: &str) -> Response {
     let mut response = respond(StatusCode::OK, value, BodyFormat::Json);
     if let Ok(content_type) = HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
     }
     response
 }
@@ -52,9 +54,11 @@ pub(crate) fn discovery(
         Route::Group(group) => documents::api_group(catalog, &group)
             .map(|document| json(&document))
             .ok_or(ApiError::NoSuchPath),
-        Route::GroupVersion(group, version) => documents::api_resource_list(catalog, &group, &version)
-            .map(|document| json(&document))
-            .ok_or(ApiError::NoSuchPath),
+        Route::GroupVersion(group, version) => {
+            documents::api_resource_list(catalog, &group, &version)
+                .map(|document| json(&document))
+                .ok_or(ApiError::NoSuchPath)
+        }
         Route::OpenApiV2 => {
             let cached = openapi::documents(catalog);
             if openapi::v2_wants_protobuf(accept(headers)) {

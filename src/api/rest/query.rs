@@ -83,12 +83,16 @@ impl Query {
                 "fieldSelector" => parsed.field_selector = Some(value).filter(|v| !v.is_empty()),
                 "limit" => {
                     let limit: i64 = value.parse().map_err(|_| {
-                        ApiError::bad_request(format!("limit: Invalid value: \"{value}\": must be an integer"))
+                        ApiError::bad_request(format!(
+                            "limit: Invalid value: \"{value}\": must be an integer"
+                        ))
                     })?;
                     parsed.limit = usize::try_from(limit.max(0)).unwrap_or(0);
                 }
                 "continue" => parsed.continue_token = Some(value).filter(|v| !v.is_empty()),
-                "resourceVersion" => parsed.resource_version = Some(value).filter(|v| !v.is_empty()),
+                "resourceVersion" => {
+                    parsed.resource_version = Some(value).filter(|v| !v.is_empty())
+                }
                 "resourceVersionMatch" => {
                     parsed.resource_version_match = match value.as_str() {
                         "" => None,
@@ -140,7 +144,10 @@ mod tests {
 
     #[test]
     fn kubectl_style_queries_parse() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb&limit=500&fieldValidation=Strict&dryRun=All")).expect("valid");
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb&limit=500&fieldValidation=Strict&dryRun=All",
+        ))
+        .expect("valid");
         assert_eq!(q.label_selector.as_deref(), Some("app=web"));
         assert_eq!(q.limit, 500);
         assert!(q.dry_run);

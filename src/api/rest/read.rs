@@ -26,9 +26,9 @@ impl Filter {
     pub(crate) fn from_call(call: &Call) -> Result<Filter, ApiError> {
         let kind = &call.target.kind;
         let labels = match &call.query.label_selector {
-            Some(text) => Some(
-                LabelSelector::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?,
-            ),
+            Some(text) => {
+                Some(LabelSelector::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             None => None,
         };
         let fields = match &call.query.field_selector {
@@ -91,7 +91,8 @@ pub(crate) fn represent(call: &Call, object: &Value) -> Value {
 }
 
 pub(crate) fn include_object(call: &Call) -> IncludeObject {
-    IncludeObject::from_query(call.query.include_object.as_deref()).unwrap_or(IncludeObject::Metadata)
+    IncludeObject::from_query(call.query.include_object.as_deref())
+        .unwrap_or(IncludeObject::Metadata)
 }
 
 fn partial(object: &Value) -> Value {
@@ -119,7 +120,11 @@ pub(super) async fn get(call: Call) -> Result<Response, ApiError> {
                 .await?
         }
     };
-    Ok(respond(StatusCode::OK, &represent(&call, &object), call.negotiated.format))
+    Ok(respond(
+        StatusCode::OK,
+        &represent(&call, &object),
+        call.negotiated.format,
+    ))
 }
 
 /// The list options of a request.
@@ -169,9 +174,13 @@ pub(super) async fn list(call: Call) -> Result<Response, ApiError> {
             "metadata": metadata,
             "items": items.iter().map(partial).collect::<Vec<_>>(),
         }),
-        Representation::Table => {
-            render_table(&kind, &items, include_object(&call), metadata, SystemTime::now())
-        }
+        Representation::Table => render_table(
+            &kind,
+            &items,
+            include_object(&call),
+            metadata,
+            SystemTime::now(),
+        ),
     };
     Ok(respond(StatusCode::OK, &body, call.negotiated.format))
 }

@@ -13,7 +13,9 @@ use crate::patch::{json_patch, merge_patch};
 use crate::registry::{Part, RegistryError, ScalePaths};
 
 fn read_path<'a>(object: &'a Value, dotted: &str) -> &'a Value {
-    dotted.split('.').fold(object, |value, segment| &value[segment])
+    dotted
+        .split('.')
+        .fold(object, |value, segment| &value[segment])
 }
 
 fn write_path(object: &mut Value, dotted: &str, new: Value) {
@@ -52,14 +54,27 @@ fn scale_of(object: &Value, paths: &ScalePaths) -> Value {
 }
 
 fn paths(call: &Call) -> Result<ScalePaths, ApiError> {
-    call.target.kind.subresources.scale.clone().ok_or(ApiError::NoSuchPath)
+    call.target
+        .kind
+        .subresources
+        .scale
+        .clone()
+        .ok_or(ApiError::NoSuchPath)
 }
 
 /// `GET …/scale`.
 pub(super) async fn get_scale(call: Call) -> Result<Response, ApiError> {
     let paths = paths(&call)?;
-    let object = call.state.objects.get(&call.target.kind, call.namespace(), call.name()).await?;
-    Ok(respond(StatusCode::OK, &scale_of(&object, &paths), call.negotiated.format))
+    let object = call
+        .state
+        .objects
+        .get(&call.target.kind, call.namespace(), call.name())
+        .await?;
+    Ok(respond(
+        StatusCode::OK,
+        &scale_of(&object, &paths),
+        call.negotiated.format,
+    ))
 }
 
 async fn write_scale<F>(call: Call, mut change: F) -> Result<Response, ApiError>
@@ -67,7 +82,9 @@ where
     F: FnMut(&Value) -> Result<Value, RegistryError> + Send,
 {
     let paths = paths(&call)?;
-    let options = crate::registry::WriteOptions { dry_run: call.query.dry_run };
+    let options = crate::registry::WriteOptions {
+        dry_run: call.query.dry_run,
+    };
     let updated = call
         .state
         .objects
@@ -92,7 +109,11 @@ where
             Ok(next)
         })
         .await?;
-    Ok(respond(StatusCode::OK, &scale_of(&updated, &paths), call.negotiated.format))
+    Ok(respond(
+        StatusCode::OK,
+        &scale_of(&updated, &paths),
+        call.negotiated.format,
+    ))
 }
 
 /// `PUT …/scale`.
@@ -109,8 +130,12 @@ pub(super) async fn patch_scale(call: Call, body: Body) -> Result<Response, ApiE
     let patch: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     write_scale(call, move |scale| match patch_type {
-        PatchType::Json => json_patch(scale, &patch).map_err(|e| RegistryError::BadRequest(e.to_string())),
-        PatchType::Merge | PatchType::Strategic | PatchType::Apply => Ok(merge_patch(scale, &patch)),
+        PatchType::Json => {
+            json_patch(scale, &patch).map_err(|e| RegistryError::BadRequest(e.to_string()))
+        }
+        PatchType::Merge | PatchType::Strategic | PatchType::Apply => {
+            Ok(merge_patch(scale, &patch))
+        }
     })
     .await
 }
@@ -124,29 +149,45 @@ pub(super) async fn bind(call: Call, body: Body) -> Result<Response, ApiError> {
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("Binding target.name: Required value"))?
         .to_string();
-    let options = crate::registry::WriteOptions { dry_run: call.query.dry_run };
+    let options = crate::registry::WriteOptions {
+        dry_run: call.query.dry_run,
+    };
     let name = call.name().to_string();
     call.state
         .objects
-        .update(&call.target.kind, call.namespace(), &name, Part::Main, &options, |current| {
-            if current["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
-                return Err(RegistryError::Conflict {
-                    qualified: "pods".to_string(),
-                    name: name.clone(),
-                    reason: format!(
-                        "pod {name} is already assigned to node \"{}\"",
-                        current["spec"]["nodeName"].as_str().unwrap_or("")
-                    ),
-                });
-            }
-            let mut next = current.clone();
-            next["spec"]["nodeName"] = json!(node);
-            if let Some(meta) = next["metadata"].as_object_mut() {
-                meta.remove("resourceVersion");
-            }
-            Ok(next)
-        })
+        .update(
+            &call.target.kind,
+            call.namespace(),
+            &name,
+            Part::Main,
+            &options,
+            |current| {
+                if current["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+                {
+                    return Err(RegistryError::Conflict {
+                        qualified: "pods".to_string(),
+                        name: name.clone(),
+                        reason: format!(
+                            "pod {name} is already assigned to node \"{}\"",
+                            current["spec"]["nodeName"].as_str().unwrap_or("")
+                        ),
+                    });
+                }
+                let mut next = current.clone();
+                next["spec"]["nodeName"] = json!(node);
+                if let Some(meta) = next["metadata"].as_object_mut() {
+                    meta.remove("resourceVersion");
+                }
+                Ok(next)
+            },
+        )
         .await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-    Ok(respond(StatusCode::CREATED, &status, call.negotiated.format))
+    Ok(respond(
+        StatusCode::CREATED,
+        &status,
+        call.negotiated.format,
+    ))
 }

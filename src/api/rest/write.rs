@@ -11,11 +11,13 @@ use serde_json::{Value, json};
 use super::Call;
 use super::query::{FieldValidation, propagation};
 use super::read::{Filter, list_options, represent};
-use crate::api::body::{PatchType, body_format, decode_object, decode_yaml, patch_type, read_body, respond};
+use crate::api::body::{
+    PatchType, body_format, decode_object, decode_yaml, patch_type, read_body, respond,
+};
 use crate::api::error::ApiError;
 use crate::patch::{
-    ApplyError, FieldManager, NoSchema, ObjectType, PatchError, SchemaRef, json_patch,
-    merge_patch, record_update, server_side_apply, strategic_merge_patch,
+    ApplyError, FieldManager, NoSchema, ObjectType, PatchError, SchemaRef, json_patch, merge_patch,
+    record_update, server_side_apply, strategic_merge_patch,
 };
 use crate::registry::{
     DeleteOptions, DeleteOutcome, FieldError, Part, RegistryError, ResourceType, SchemaSource,
@@ -75,10 +77,19 @@ fn check_fields(call: &Call, object: &mut Value) -> Result<Vec<String>, ApiError
     }
     match call.query.field_validation {
         FieldValidation::Strict => {
-            let listed: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-            Err(ApiError::bad_request(format!("strict decoding error: {}", listed.join(", "))))
+            let listed: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                listed.join(", ")
+            )))
         }
-        FieldValidation::Warn => Ok(unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect()),
+        FieldValidation::Warn => Ok(unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect()),
         FieldValidation::Ignore => Ok(Vec::new()),
     }
 }
@@ -116,9 +127,18 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     let created = call
         .state
         .objects
-        .create(&call.target.kind, call.namespace(), object, &write_options(&call))
+        .create(
+            &call.target.kind,
+            call.namespace(),
+            object,
+            &write_options(&call),
+        )
         .await?;
-    let response = respond(StatusCode::CREATED, &represent(&call, &created), call.negotiated.format);
+    let response = respond(
+        StatusCode::CREATED,
+        &represent(&call, &created),
+        call.negotiated.format,
+    );
     Ok(with_warnings(response, &warnings))
 }
 
@@ -134,14 +154,25 @@ pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Respons
     let updated = call
         .state
         .objects
-        .update(&kind, call.namespace(), call.name(), part, &write_options(&call), |current| {
-            let mut next = object.clone();
-            next["metadata"]["managedFields"] =
-                record_update(Some(current), &next, &manager, object_type(&kind));
-            Ok(next)
-        })
+        .update(
+            &kind,
+            call.namespace(),
+            call.name(),
+            part,
+            &write_options(&call),
+            |current| {
+                let mut next = object.clone();
+                next["metadata"]["managedFields"] =
+                    record_update(Some(current), &next, &manager, object_type(&kind));
+                Ok(next)
+            },
+        )
         .await?;
-    let response = respond(StatusCode::OK, &represent(&call, &updated), call.negotiated.format);
+    let response = respond(
+        StatusCode::OK,
+        &represent(&call, &updated),
+        call.negotiated.format,
+    );
     Ok(with_warnings(response, &warnings))
 }
 
@@ -226,7 +257,9 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
             ));
         }
         if !patch.is_object() {
-            return Err(ApiError::bad_request("the apply configuration must be an object"));
+            return Err(ApiError::bad_request(
+                "the apply configuration must be an object",
+            ));
         }
     } else {
         manager.name = call.query.field_manager.clone().unwrap_or(manager.name);
@@ -237,24 +270,33 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
     let result = call
         .state
         .objects
-        .update(&kind, call.namespace(), call.name(), part, &options, |current| {
-            let mut next = patched(&kind, current, &patch, patch_type, &manager, force)?;
-            // The current resourceVersion came along with the object: only a version the
-            // patch itself sets is a precondition.
-            if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
-                && patch["metadata"]["resourceVersion"].is_null()
-            {
-                if let Some(meta) = next["metadata"].as_object_mut() {
-                    meta.remove("resourceVersion");
+        .update(
+            &kind,
+            call.namespace(),
+            call.name(),
+            part,
+            &options,
+            |current| {
+                let mut next = patched(&kind, current, &patch, patch_type, &manager, force)?;
+                // The current resourceVersion came along with the object: only a version the
+                // patch itself sets is a precondition.
+                if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
+                    && patch["metadata"]["resourceVersion"].is_null()
+                {
+                    if let Some(meta) = next["metadata"].as_object_mut() {
+                        meta.remove("resourceVersion");
+                    }
                 }
-            }
-            Ok(next)
-        })
+                Ok(next)
+            },
+        )
         .await;
     let object = match result {
         Ok(object) => object,
         // Server-side apply creates what does not exist yet.
-        Err(RegistryError::NotFound { .. }) if patch_type == PatchType::Apply && part == Part::Main => {
+        Err(RegistryError::NotFound { .. })
+            if patch_type == PatchType::Apply && part == Part::Main =>
+        {
             let mut created = server_side_apply(None, &patch, &manager, force, object_type(&kind))
                 .map_err(apply_failed)?;
             warnings = check_fields(&call, &mut created)?;
@@ -264,7 +306,11 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
                 .objects
                 .create(&kind, call.namespace(), created, &options)
                 .await?;
-            let response = respond(StatusCode::CREATED, &represent(&call, &object), call.negotiated.format);
+            let response = respond(
+                StatusCode::CREATED,
+                &represent(&call, &object),
+                call.negotiated.format,
+            );
             return Ok(with_warnings(response, &warnings));
         }
         Err(error) => return Err(error.into()),
@@ -272,7 +318,11 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
     if patch_type == PatchType::Apply {
         warnings = Vec::new();
     }
-    let response = respond(StatusCode::OK, &represent(&call, &object), call.negotiated.format);
+    let response = respond(
+        StatusCode::OK,
+        &represent(&call, &object),
+        call.negotiated.format,
+    );
     Ok(with_warnings(response, &warnings))
 }
 
@@ -291,8 +341,13 @@ async fn delete_options(call: &Call, body: Body) -> Result<DeleteOptions, ApiErr
             options.propagation = crate::registry::Propagation::Orphan;
         }
         options.uid = body["preconditions"]["uid"].as_str().map(str::to_string);
-        options.resource_version = body["preconditions"]["resourceVersion"].as_str().map(str::to_string);
-        if body["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All")) {
+        options.resource_version = body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        if body["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|v| v == "All"))
+        {
             options.dry_run = true;
         }
     }
@@ -330,14 +385,24 @@ pub(super) async fn delete(call: Call, body: Body) -> Result<Response, ApiError>
         DeleteOutcome::Deleted(object) => {
             // Pods come back as the object (graceful deletion), other kinds as a Status.
             if kind.group.is_empty() && kind.kind == "Pod" {
-                respond(StatusCode::OK, &represent(&call, &object), call.negotiated.format)
+                respond(
+                    StatusCode::OK,
+                    &represent(&call, &object),
+                    call.negotiated.format,
+                )
             } else {
-                respond(StatusCode::OK, &success_status(kind, &object), call.negotiated.format)
+                respond(
+                    StatusCode::OK,
+                    &success_status(kind, &object),
+                    call.negotiated.format,
+                )
             }
         }
-        DeleteOutcome::Pending(object) => {
-            respond(StatusCode::ACCEPTED, &represent(&call, &object), call.negotiated.format)
-        }
+        DeleteOutcome::Pending(object) => respond(
+            StatusCode::ACCEPTED,
+            &represent(&call, &object),
+            call.negotiated.format,
+        ),
     })
 }
 
@@ -350,12 +415,23 @@ pub(super) async fn delete_collection(call: Call, body: Body) -> Result<Response
     listing.limit = 500;
     let mut deleted = Vec::new();
     loop {
-        let page = call.state.objects.list(&kind, call.namespace(), &listing).await?;
+        let page = call
+            .state
+            .objects
+            .list(&kind, call.namespace(), &listing)
+            .await?;
         for object in page.items.iter().filter(|o| filter.matches(o)) {
             let name = object["metadata"]["name"].as_str().unwrap_or("");
             let namespace = object["metadata"]["namespace"].as_str();
-            match call.state.objects.delete(&kind, namespace, name, &options).await {
-                Ok(DeleteOutcome::Deleted(object) | DeleteOutcome::Pending(object)) => deleted.push(object),
+            match call
+                .state
+                .objects
+                .delete(&kind, namespace, name, &options)
+                .await
+            {
+                Ok(DeleteOutcome::Deleted(object) | DeleteOutcome::Pending(object)) => {
+                    deleted.push(object)
+                }
                 Err(RegistryError::NotFound { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
