@@ -481,3 +481,21 @@ async fn an_orphaning_delete_keeps_the_dependents_without_the_reference() {
     assert_eq!(owners[0]["uid"], api["metadata"]["uid"]);
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_created_after_its_owner_went_is_collected() {
+    let cluster = Cluster::start(Engine::Sqlite, 1).await;
+    let ns = Some("default");
+    let web = cluster
+        .create("apps/v1", "Deployment", ns, deployment("web"))
+        .await;
+    cluster
+        .delete("apps/v1", "Deployment", ns, "web", Propagation::Background)
+        .await;
+    cluster
+        .create("v1", "ConfigMap", ns, configmap("late", &[&web]))
+        .await;
+    // Well before the 30 s full scan: the creation itself is the trigger.
+    cluster.wait_gone("v1", "ConfigMap", ns, "late").await;
+    cluster.stop().await;
+}

@@ -4,7 +4,8 @@
 //!
 //! How it stays cheap: one list of every stored object, then one watch over the whole
 //! `/registry/` range, feed a [`Graph`] (uid per object, owner references of dependents).
-//! A delete event points at the deleted uid's dependents, which are checked at once; every
+//! A delete event points at the deleted uid's dependents, which are checked at once, and so
+//! is a new dependent whose owners are unknown (created after its owner went); every
 //! 30 seconds every dependent is checked against the graph, in memory. Only a dependent
 //! whose owners look gone (or are being deleted in the foreground) costs reads: its live
 //! state and its owners' are read before anything is written, so a lagging graph never
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use tokio::time::MissedTickBehavior;
 
 use super::ControllerError;
 use super::graph::{FOREGROUND, Graph, ORPHAN, ObjectMeta, OwnerReference};
@@ -55,6 +57,9 @@ pub(super) async fn run(
     let mut owners_due = true;
     let mut full_scan = tokio::time::interval(FULL_SCAN);
     let mut owner_recheck = tokio::time::interval(OWNER_RECHECK);
+    // A slow step delays the timers instead of bunching their ticks up behind it.
+    full_scan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    owner_recheck.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let collector = Collector {
         objects: &objects,
         registry: &registry,
@@ -82,7 +87,7 @@ pub(super) async fn run(
                 queue = graph.all_dependents().into();
                 owners_due = true;
             }
-            _ = owner_recheck.tick(), if !graph.waiting().is_empty() => owners_due = true,
+            _ = owner_recheck.tick(), if graph.has_waiting() => owners_due = true,
             _ = std::future::ready(()), if busy => {
                 if owners_due {
                     owners_due = false;

@@ -172,6 +172,7 @@ impl Graph {
                 .insert(key.to_string());
         }
         self.uids.insert(uid.clone());
+        let owned = !object.owners().is_empty();
         self.objects.insert(
             key.to_string(),
             Known {
@@ -179,6 +180,12 @@ impl Graph {
                 meta: keep.then_some(object),
             },
         );
+        // Events come in revision order, so an owner created before its dependent is
+        // known by now: a dependent without a solid owner was born orphaned (or its
+        // owner is being deleted in the foreground).
+        if owned && !self.has_solid_owner(key) {
+            consequences.check.push(key.to_string());
+        }
         consequences
     }
 
@@ -261,6 +268,11 @@ impl Graph {
         keys
     }
 
+    /// Whether any object waits for the collector.
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Whether the object at `key` certainly still has an owner, judging by the picture:
     /// some owner exists and is not being deleted in the foreground. When this is true
     /// the collector need not read anything.
@@ -300,8 +312,11 @@ mod tests {
     fn deleting_an_owner_points_at_its_dependents() {
         let mut graph = Graph::default();
         graph.put("/o", object("o", &[]));
-        graph.put("/d1", object("d1", &["o"]));
+        assert!(graph.put("/d1", object("d1", &["o"])).check.is_empty());
         graph.put("/d2", object("d2", &["o", "p"]));
+        let born_orphaned = graph.put("/d3", object("d3", &["never"]));
+        assert_eq!(born_orphaned.check, vec!["/d3"]);
+        graph.delete("/d3");
         assert!(graph.has_solid_owner("/d1"));
         assert!(!graph.has_solid_owner("/d2") || graph.exists("o"));
         let consequences = graph.delete("/o");
