@@ -53,6 +53,8 @@ pub(super) async fn run(
         .watch_stream(KeyRange::prefix(ROOT), Some(revision))
         .await
         .boxed();
+    // Dependents to check. Not a channel: it is filled and drained by this loop alone, a
+    // full scan replaces it, and a key queued twice costs one in-memory check.
     let mut queue: VecDeque<String> = graph.all_dependents().into();
     let mut owners_due = true;
     let mut full_scan = tokio::time::interval(FULL_SCAN);
