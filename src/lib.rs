@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod controllers;
 pub mod datastore;
 pub mod patch;
 pub mod registry;
