@@ -3,8 +3,8 @@
 //! Every server runs one. It lists the CRDs, then watches them (listing again after a
 //! watch error or compaction), and on every change:
 //!
-//! 1. decides which CRDs' names are accepted, oldest CRD first (creationTimestamp, then
-//!    name), so a later CRD claiming a taken plural, singular, kind, listKind or short name
+//! 1. decides which CRDs' names are accepted: those already accepted first, then the
+//!    oldest (creationTimestamp, then name), so a later CRD claiming a taken plural, singular, kind, listKind or short name
 //!    in its group, or a built-in resource or kind, is refused, and every server reaches
 //!    the same verdict from the same CRDs without asking the others;
 //! 2. serves the kinds of the accepted CRDs (`Registry::set_custom`) at once, from its own
@@ -83,19 +83,16 @@ impl Controller {
     /// Lists the CRDs and follows their changes; returns `Ok` on shutdown, an error when
     /// the watch breaks.
     async fn list_and_watch(&mut self, shutdown: &CancellationToken) -> Result<(), RegistryError> {
-        let listed = self
-            .objects
-            .list(&self.kind, None, &ListOptions::default())
-            .await?;
-        self.crds = listed
-            .items
-            .into_iter()
-            .filter_map(|crd| Some((crd["metadata"]["name"].as_str()?.to_string(), crd)))
-            .collect();
-        let mut events = self
-            .objects
-            .watch(&self.kind, None, &listed.resource_version)
-            .await?;
+        let mut listed = self.list().await?;
+        let mut events = self.objects.watch(&self.kind, None, &listed).await?;
+        // A list of an empty datastore is at revision "0", and a watch from "0" starts at
+        // whatever is current when it starts: list again so a CRD created in between is
+        // seen, and skip the events that list already holds.
+        let mut seen_through = 0;
+        if listed == "0" {
+            listed = self.list().await?;
+            seen_through = listed.parse::<i64>().unwrap_or(0);
+        }
         let mut pending = self.reconcile().await;
         let mut retry = tokio::time::interval(RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,6 +109,10 @@ impl Controller {
                     let Some(name) = event.object["metadata"]["name"].as_str() else {
                         continue;
                     };
+                    let revision = event.resource_version().and_then(|v| v.parse::<i64>().ok());
+                    if revision.is_some_and(|r| r <= seen_through) {
+                        continue;
+                    }
                     match event.kind {
                         WatchEventType::Added | WatchEventType::Modified => {
                             self.crds.insert(name.to_string(), event.object);
@@ -125,6 +126,20 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Replaces the known CRDs with a fresh list; returns the list's resourceVersion.
+    async fn list(&mut self) -> Result<String, RegistryError> {
+        let listed = self
+            .objects
+            .list(&self.kind, None, &ListOptions::default())
+            .await?;
+        self.crds = listed
+            .items
+            .into_iter()
+            .filter_map(|crd| Some((crd["metadata"]["name"].as_str()?.to_string(), crd)))
+            .collect();
+        Ok(listed.resource_version)
     }
 
     /// Serves the accepted CRDs and brings every CRD to its wanted state; returns whether
@@ -294,9 +309,12 @@ fn accept_names(crds: &BTreeMap<String, Value>) -> HashMap<String, Acceptance> {
         claimed.insert((builtin.group.clone(), builtin.kind.clone()), String::new());
     }
     let mut order: Vec<(&String, &Value)> = crds.iter().collect();
+    // Names already accepted stay with their CRD (as upstream, which checks the other
+    // CRDs' acceptedNames); among the rest, creationTimestamp has second resolution, so
+    // the name breaks ties the same way on every server.
     order.sort_by_key(|(name, crd)| {
         let created = crd["metadata"]["creationTimestamp"].as_str().unwrap_or("");
-        (created.to_string(), (*name).clone())
+        (!names_accepted(crd), created.to_string(), (*name).clone())
     });
     let mut verdicts = HashMap::new();
     for (name, crd) in order {
@@ -326,6 +344,13 @@ fn accept_names(crds: &BTreeMap<String, Value>) -> HashMap<String, Acceptance> {
         verdicts.insert(name.clone(), verdict);
     }
     verdicts
+}
+
+fn names_accepted(crd: &Value) -> bool {
+    crd["status"]["conditions"].as_array().is_some_and(|all| {
+        all.iter()
+            .any(|c| c["type"] == "NamesAccepted" && c["status"] == "True")
+    })
 }
 
 /// The status `crd` should have: its current status with the conditions, accepted names
