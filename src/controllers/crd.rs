@@ -165,6 +165,10 @@ impl Controller {
             let acceptance = verdicts.get(&name).cloned().unwrap_or(Ok(()));
             let outcome = if crd["metadata"]["deletionTimestamp"].is_string() {
                 self.clean_up(&name, &crd).await
+            } else if resource_types(&crd).is_err() {
+                // Refused by `validate_crd` on the API path; one written some other way
+                // serves nothing and is not reported Established.
+                Ok(true)
             } else {
                 self.establish(&name, &crd, &acceptance).await
             };
