@@ -4,13 +4,16 @@
 use serde_json::Value;
 
 use crate::patch::SchemaRef;
-use crate::registry::{FieldError, ResourceType};
+use crate::registry::{self, FieldError, ResourceType, SchemaSource};
 
 /// How deep the walk goes; deeper objects are not checked further.
 const MAX_DEPTH: usize = 64;
 
 /// The dotted paths of fields in `object` that the kind's schema does not declare.
 pub fn unknown_fields(kind: &ResourceType, object: &Value) -> Vec<String> {
+    if let SchemaSource::Inline(schema) = &kind.schema {
+        return registry::unknown_fields(schema, object);
+    }
     let object_type = super::rest::object_type(kind);
     let mut found = Vec::new();
     walk(object_type.schema, object, "", 0, &mut found);
@@ -73,6 +76,15 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
 /// Kind-specific validation: custom resources against their structural schema (pruning
 /// unknown fields), CustomResourceDefinitions by the CRD rules.
 pub fn validate(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
-    let _ = (kind, object);
-    Vec::new()
+    match &kind.schema {
+        SchemaSource::Inline(schema) => registry::validate_and_prune(schema, object),
+        _ if kind.group == registry::CRD_GROUP && kind.resource == "customresourcedefinitions" => {
+            let causes = registry::validate_crd(object);
+            if causes.is_empty() {
+                crate::controllers::crd::add_cleanup_finalizer(object);
+            }
+            causes
+        }
+        _ => Vec::new(),
+    }
 }

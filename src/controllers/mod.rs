@@ -4,6 +4,8 @@
 //! - `gc.rs` (with its picture of ownership, `graph.rs`): objects whose owners are gone
 //!   are deleted; foreground and orphan deletes are carried out.
 //! - `bootstrap.rs`: the namespaces every cluster has.
+//! - `crd.rs`: CustomResourceDefinitions become served kinds on this server, and get their
+//!   `Established`/`NamesAccepted` status.
 //!
 //! Every controller runs on every server at once: each write is conditional (uid,
 //! resourceVersion) and idempotent, and `NotFound`/`Conflict` just mean another server got
@@ -12,6 +14,7 @@
 //! and shutdown stops them all and waits for them.
 
 mod bootstrap;
+pub mod crd;
 mod gc;
 mod graph;
 mod namespace;
@@ -49,6 +52,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Runs every controller until `shutdown` is cancelled, then waits for them to stop.
 pub async fn run(objects: ObjectStore, registry: Arc<Registry>, shutdown: CancellationToken) {
     let mut tasks = JoinSet::new();
+    // Every server runs the CRD controller: each serves the kinds of every CRD.
+    tasks.spawn(crd::run(objects.clone(), registry.clone(), shutdown.clone()));
     {
         let (objects, registry) = (objects.clone(), registry.clone());
         tasks.spawn(supervise("namespace", shutdown.clone(), move || {

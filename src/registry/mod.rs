@@ -7,17 +7,22 @@
 
 mod builtin;
 mod columns;
+mod crd;
 mod error;
 mod kind;
 mod patch_strategies;
 pub mod schema;
 mod store;
+mod structural;
 pub mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 pub use builtin::builtin_types;
+pub use crd::{
+    CLEANUP_FINALIZER, CRD_GROUP, CrdNames, resource_types, storage_version, validate_crd,
+};
 pub use error::{FieldError, RegistryError};
 pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
 pub use patch_strategies::{FIELD_PATCH_META, FieldPatchMeta};
@@ -29,6 +34,7 @@ pub use store::{
     DeleteOptions, DeleteOutcome, ObjectStore, Part, Propagation, WriteOptions, has_finalizers,
     invalid, qualified_resource, timestamp,
 };
+pub use structural::{unknown_fields, validate_and_prune};
 
 /// One group's versions, preferred first.
 #[derive(Debug, Clone)]
