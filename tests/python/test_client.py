@@ -11,6 +11,7 @@ Run by tests/python_client.rs against a server it starts; needs `pip install 'ku
 (scripts/test installs it).
 """
 
+import json
 import os
 import queue
 import sys
@@ -236,7 +237,13 @@ def check_not_found(v1, namespace):
         v1.read_namespaced_config_map("missing", namespace)
     except ApiException as error:
         assert error.status == 404, f"status {error.status}, expected 404: {error.body}"
-        ok(f"404 {error.reason}")
+        status = json.loads(error.body)
+        assert (status.get("kind"), status.get("reason"), status.get("code")) == (
+            "Status",
+            "NotFound",
+            404,
+        ), f"404 body is not a NotFound Status: {error.body}"
+        ok(f"404 {error.reason}: {status.get('message')}")
     else:
         raise AssertionError("reading a missing ConfigMap returned an object instead of 404")
 
