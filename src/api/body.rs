@@ -162,10 +162,10 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ApiError> {
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
         let mut as_ = None;
         for param in parts {
-            if let Some((key, value)) = param.split_once('=') {
-                if key.trim() == "as" {
-                    as_ = Some(value.trim().trim_matches('"').to_string());
-                }
+            if let Some((key, value)) = param.split_once('=')
+                && key.trim() == "as"
+            {
+                as_ = Some(value.trim().trim_matches('"').to_string());
             }
         }
         let format = match media.as_str() {

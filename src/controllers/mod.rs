@@ -53,7 +53,11 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 pub async fn run(objects: ObjectStore, registry: Arc<Registry>, shutdown: CancellationToken) {
     let mut tasks = JoinSet::new();
     // Every server runs the CRD controller: each serves the kinds of every CRD.
-    tasks.spawn(crd::run(objects.clone(), registry.clone(), shutdown.clone()));
+    tasks.spawn(crd::run(
+        objects.clone(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
     {
         let (objects, registry) = (objects.clone(), registry.clone());
         tasks.spawn(supervise("namespace", shutdown.clone(), move || {

@@ -113,10 +113,8 @@ impl Query {
                 }
                 "includeObject" => parsed.include_object = Some(value),
                 "propagationPolicy" => parsed.propagation = Some(propagation(&value)?),
-                "orphanDependents" => {
-                    if flag(&value) {
-                        parsed.propagation = Some(Propagation::Orphan);
-                    }
+                "orphanDependents" if flag(&value) => {
+                    parsed.propagation = Some(Propagation::Orphan);
                 }
                 "gracePeriodSeconds" => parsed.grace_period_seconds = value.parse().ok(),
                 _ => {}

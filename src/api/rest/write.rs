@@ -40,6 +40,20 @@ pub(crate) fn object_type(kind: &ResourceType) -> ObjectType<'_> {
     }
 }
 
+/// Stores `managed` as `metadata.managedFields`, leaving the field out when it is empty.
+fn set_managed_fields(object: &mut Value, managed: Value) {
+    let empty = managed.as_array().is_none_or(Vec::is_empty);
+    match object["metadata"].as_object_mut() {
+        Some(meta) if empty => {
+            meta.remove("managedFields");
+        }
+        Some(meta) => {
+            meta.insert("managedFields".to_string(), managed);
+        }
+        None => {}
+    }
+}
+
 fn write_options(call: &Call) -> WriteOptions {
     WriteOptions {
         dry_run: call.query.dry_run,
@@ -123,7 +137,7 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     validate(&call, &mut object)?;
     let manager = field_manager(&call, Part::Main);
     let managed = record_update(None, &object, &manager, object_type(&call.target.kind));
-    object["metadata"]["managedFields"] = managed;
+    set_managed_fields(&mut object, managed);
     let created = call
         .state
         .objects
@@ -230,7 +244,8 @@ fn patched(
                 .map_err(apply_failed);
         }
     };
-    next["metadata"]["managedFields"] = record_update(Some(current), &next, manager, object_type);
+    let managed = record_update(Some(current), &next, manager, object_type);
+    set_managed_fields(&mut next, managed);
     Ok(next)
 }
 
@@ -282,10 +297,9 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
                 // patch itself sets is a precondition.
                 if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
                     && patch["metadata"]["resourceVersion"].is_null()
+                    && let Some(meta) = next["metadata"].as_object_mut()
                 {
-                    if let Some(meta) = next["metadata"].as_object_mut() {
-                        meta.remove("resourceVersion");
-                    }
+                    meta.remove("resourceVersion");
                 }
                 Ok(next)
             },
