@@ -75,30 +75,34 @@ pub fn patch_type(headers: &HeaderMap) -> Result<PatchType, ApiError> {
     }
 }
 
+/// How much of an oversized body is read (and dropped) before answering 413, so an
+/// HTTP/1.1 client that is still sending sees the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Reads a whole request body, refusing more than [`MAX_BODY_BYTES`] with 413.
-pub async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(ApiError::TooLarge);
-    }
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => Ok(bytes),
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
-                || error.to_string().contains("length limit");
-            if too_large {
-                Err(ApiError::TooLarge)
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "cannot read the request body: {error}"
-                )))
-            }
+pub async fn read_body(_headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut collected: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= MAX_BODY_BYTES {
+            collected.extend_from_slice(&data);
         }
     }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::TooLarge);
+    }
+    Ok(Bytes::from(collected))
 }
 
 /// Decodes an object body.

@@ -35,9 +35,14 @@ impl Server {
     /// Starts the server in `data_dir` and waits until it serves; retries on another free
     /// port when the one picked was taken between choosing it and the server binding it.
     pub fn start(data_dir: &Path, node_name: &str) -> Server {
+        Server::start_with(data_dir, node_name, &[])
+    }
+
+    /// Starts the server with extra command-line flags.
+    pub fn start_with(data_dir: &Path, node_name: &str, flags: &[&str]) -> Server {
         let mut failures = Vec::new();
         for attempt in 1..=START_ATTEMPTS {
-            match Server::start_once(data_dir, node_name, attempt) {
+            match Server::start_once(data_dir, node_name, flags, attempt) {
                 Ok(server) => return server,
                 Err(failure) => failures.push(failure),
             }
@@ -48,7 +53,12 @@ impl Server {
         );
     }
 
-    fn start_once(data_dir: &Path, node_name: &str, attempt: usize) -> Result<Server, String> {
+    fn start_once(
+        data_dir: &Path,
+        node_name: &str,
+        flags: &[&str],
+        attempt: usize,
+    ) -> Result<Server, String> {
         let port = free_port();
         let log = data_dir.join(format!("server-{attempt}.log"));
         let log_file = File::create(&log).expect("the temporary dir is writable");
@@ -58,6 +68,7 @@ impl Server {
             .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
             .arg(port.to_string())
             .args(["--node-name", node_name])
+            .args(flags)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(
