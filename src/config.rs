@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub bind_address: IpAddr,
     /// Port of the HTTPS API.
     pub https_listen_port: u16,
+    /// Requests served at once (watches excluded); more get 429 with Retry-After.
+    pub max_requests_inflight: usize,
     /// Address other servers and agents use to reach this server (default: a local address).
     pub advertise_address: Option<IpAddr>,
     /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
@@ -120,6 +122,7 @@ impl Default for ServerConfig {
             token: String::new(),
             bind_address: IpAddr::from([0, 0, 0, 0]),
             https_listen_port: 6443,
+            max_requests_inflight: 400,
             advertise_address: None,
             tls_san: Vec::new(),
             write_kubeconfig: None,
@@ -335,6 +338,10 @@ pub struct ServerFlags {
     #[arg(long, value_name = "PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub https_listen_port: Option<u16>,
+    /// Requests served at once, watches excluded; more get 429 [default: 400].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests_inflight: Option<usize>,
     /// Address other servers and agents use to reach this server.
     #[arg(long, value_name = "IP")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -229,6 +229,7 @@ async fn serve_api(
         vec![token],
         SocketAddr::new(advertised, config.https_listen_port).to_string(),
         shutdown.clone(),
+        config.max_requests_inflight,
     ));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     tasks.spawn(api::tls::serve(

@@ -31,10 +31,6 @@ use crate::registry::{ObjectStore, Registry};
 use error::ApiError;
 use path::{HealthCheck, Route};
 
-/// Requests served at once (watches excluded: they are long-running), over which the
-/// server answers 429 with Retry-After, as kube-apiserver's max-in-flight filter does.
-pub const MAX_IN_FLIGHT: usize = 400;
-
 /// The Kubernetes version this server speaks.
 pub const KUBERNETES_MINOR: &str = "37";
 
@@ -50,7 +46,9 @@ pub struct ApiState {
     pub server_address: String,
     /// Cancelled at shutdown: watches end.
     pub shutdown: CancellationToken,
-    /// The max-in-flight budget.
+    /// The max-in-flight budget: requests served at once (watches excluded, they are
+    /// long-running), over which the server answers 429 with Retry-After, as
+    /// kube-apiserver's max-in-flight filter does.
     pub in_flight: Semaphore,
 }
 
@@ -62,6 +60,7 @@ impl ApiState {
         tokens: Vec<String>,
         server_address: String,
         shutdown: CancellationToken,
+        max_in_flight: usize,
     ) -> ApiState {
         ApiState {
             objects,
@@ -69,7 +68,7 @@ impl ApiState {
             tokens,
             server_address,
             shutdown,
-            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            in_flight: Semaphore::new(max_in_flight.max(1)),
         }
     }
 }

@@ -128,13 +128,22 @@ impl WatchState {
     }
 
     /// The line for one change, if the client should see it.
-    fn change(&mut self, kind: WatchEventType, object: &Value) -> Option<Bytes> {
+    fn change(
+        &mut self,
+        kind: WatchEventType,
+        object: &Value,
+        previous: Option<&Value>,
+    ) -> Option<Bytes> {
         if let Some(version) = object["metadata"]["resourceVersion"].as_str() {
             self.last_version = version.to_string();
         }
         let key = object_key(object);
         let selected = self.selected(object);
-        let was_selected = self.matching.contains(&key);
+        // The previous state decides, when history has it; else what this watch has seen.
+        let was_selected = match previous {
+            Some(previous) => self.selected(previous),
+            None => self.matching.contains(&key) || (!self.known_state && selected),
+        };
         let event_type = match kind {
             WatchEventType::Added if selected => "ADDED",
             WatchEventType::Modified if selected && (was_selected || !self.known_state) => {
@@ -190,7 +199,7 @@ impl WatchState {
             tokio::select! {
                 next = events.next() => match next {
                     Some(Ok(event)) => {
-                        if let Some(line) = self.change(event.kind, &event.object) {
+                        if let Some(line) = self.change(event.kind, &event.object, event.previous.as_ref()) {
                             return Some(line);
                         }
                     }

@@ -57,6 +57,8 @@ pub struct DeleteOptions {
     pub propagation: Propagation,
     /// Check everything, delete nothing.
     pub dry_run: bool,
+    /// Seconds a bound pod gets to stop (`gracePeriodSeconds`); 0 deletes at once.
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// What a delete did.
@@ -328,6 +330,13 @@ impl ObjectStore {
                 .unwrap_or("")
                 .to_string();
             let proposed = change(&current)?;
+            if let Some(given) = proposed["metadata"]["name"].as_str()
+                && given != name
+            {
+                return Err(RegistryError::BadRequest(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
             let pinned = proposed["metadata"]["resourceVersion"]
                 .as_str()
                 .filter(|v| !v.is_empty())
@@ -338,7 +347,8 @@ impl ObjectStore {
                 return Err(conflict(kind, name));
             }
             let next = merge_for_update(kind, &current, proposed, part)?;
-            let causes = check_metadata(kind, &next);
+            let mut causes = check_metadata(kind, &next);
+            causes.extend(check_update(kind, &current, &next));
             if !causes.is_empty() {
                 return Err(invalid(kind, &next, causes));
             }
@@ -419,7 +429,8 @@ impl ObjectStore {
                 Propagation::Foreground => add_finalizer(&mut marked, "foregroundDeletion"),
                 Propagation::Background => {}
             }
-            if !has_finalizers(&marked) {
+            let grace = graceful_deletion(kind, &current, options.grace_period_seconds);
+            if !has_finalizers(&marked) && grace.is_none() {
                 if options.dry_run {
                     return Ok(DeleteOutcome::Deleted(current));
                 }
@@ -451,6 +462,78 @@ impl ObjectStore {
             }
         }
         Err(conflict(kind, name))
+    }
+}
+
+/// The grace period of deleting `current`, when it gets one: a pod bound to a node is left
+/// to its kubelet to stop (30 s unless the pod or the request says otherwise); an unbound
+/// pod, and any other object, goes at once.
+fn graceful_deletion(kind: &ResourceType, current: &Value, requested: Option<i64>) -> Option<i64> {
+    let bound = current["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|node| !node.is_empty());
+    if !(kind.group.is_empty() && kind.kind == "Pod" && bound) {
+        return None;
+    }
+    let seconds = requested
+        .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    (seconds > 0).then_some(seconds)
+}
+
+/// What an update may not change (upstream's ValidateUpdate rules that clients meet most).
+fn check_update(kind: &ResourceType, current: &Value, next: &Value) -> Vec<FieldError> {
+    let mut causes = Vec::new();
+    let immutable = |field: &str| FieldError {
+        field: field.to_string(),
+        cause: "FieldValueInvalid",
+        message: "Invalid value: field is immutable".to_string(),
+    };
+    match (kind.group.as_str(), kind.kind.as_str()) {
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
+            if current["spec"]["selector"] != next["spec"]["selector"] {
+                causes.push(immutable("spec.selector"));
+            }
+        }
+        ("", "ConfigMap" | "Secret") if current["immutable"] == json!(true) => {
+            if next["immutable"] != json!(true) {
+                causes.push(immutable("immutable"));
+            }
+            for field in ["data", "binaryData"] {
+                if current[field] != next[field] {
+                    causes.push(FieldError {
+                        field: field.to_string(),
+                        cause: "FieldValueForbidden",
+                        message: "Forbidden: field is immutable when `immutable` is set"
+                            .to_string(),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// A Secret's `stringData` is a write-only convenience: merged into `data`, base64.
+fn fold_string_data(kind: &ResourceType, object: &mut Value) {
+    use base64::Engine as _;
+    if !(kind.group.is_empty() && kind.kind == "Secret") {
+        return;
+    }
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
 
@@ -567,7 +650,15 @@ fn prepare_for_create(
             map.remove("generation");
         }
     }
+    // Status is the controllers' to write, through the status subresource; a new object
+    // starts without one (as kube-apiserver's PrepareForCreate clears it).
+    if kind.subresources.status
+        && let Some(map) = object.as_object_mut()
+    {
+        map.remove("status");
+    }
     apply_defaults(kind, object);
+    fold_string_data(kind, object);
     Ok(())
 }
 
@@ -697,6 +788,7 @@ fn merge_for_update(
     if kind.group.is_empty() && kind.kind == "Namespace" && part == Part::Main {
         next["spec"] = current["spec"].clone();
     }
+    fold_string_data(kind, &mut next);
     if kind.has_spec_generation && part == Part::Main && spec_of(&next) != spec_of(current) {
         let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
         next["metadata"]["generation"] = json!(generation + 1);

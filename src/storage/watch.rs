@@ -39,6 +39,9 @@ pub struct WatchEvent {
     pub kind: WatchEventType,
     /// The object after the change (before it, for a delete).
     pub object: Value,
+    /// The object before a change (`Modified`), when history still holds it: what a
+    /// filtered watch needs to tell an object entering its selector from one moving in it.
+    pub previous: Option<Value>,
 }
 
 impl WatchEvent {
@@ -47,6 +50,7 @@ impl WatchEvent {
         WatchEvent {
             kind: WatchEventType::Bookmark,
             object: json!({"metadata": {"resourceVersion": revision.to_string()}}),
+            previous: None,
         }
     }
 
@@ -75,9 +79,16 @@ impl WatchEvent {
                 }
             },
         };
+        let previous = match (kind, &event.prev_value) {
+            (WatchEventType::Modified, Some(previous)) => {
+                object::decode(&event.key, previous, event.prev_revision).ok()
+            }
+            _ => None,
+        };
         Ok(WatchEvent {
             kind,
             object: object::decode(&event.key, bytes, event.revision)?,
+            previous,
         })
     }
 }

@@ -9,6 +9,9 @@ set -euo pipefail
 k() { "$KUBECTL" "$@"; }
 step() { echo "step: $*"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
+# `cmd | grep -q` would fail under pipefail when grep exits early and kubectl gets SIGPIPE,
+# so every check reads the whole output first.
+output_has() { local pattern=$1 out; shift; out=$("$@") && grep -q -e "$pattern" <<<"$out"; }
 expect_eq() { [ "$1" = "$2" ] || fail "$3: expected '$2', got '$1'"; }
 ns="session-$RANDOM"
 
@@ -55,19 +58,19 @@ k apply -f "$WORK/deploy-v2.yaml"
 expect_eq "$(k get deploy web -n "$ns" -o jsonpath='{.spec.template.spec.containers[*].name}')" "nginx helper" "second apply"
 
 step "get, -o yaml, -o wide"
-k get deploy -n "$ns" | grep -q '^web ' || fail "get deploy shows no web row"
-k get deploy web -n "$ns" -o yaml | grep -q 'kind: Deployment' || fail "-o yaml"
-k get deploy -n "$ns" -o wide | grep -q 'nginx,helper' || fail "-o wide lacks the CONTAINERS column"
-k get pods -n "$ns" 2>&1 | grep -q 'No resources found' || fail "empty pod list"
+output_has '^web ' k get deploy -n "$ns" || fail "get deploy shows no web row"
+output_has 'kind: Deployment' k get deploy web -n "$ns" -o yaml || fail "-o yaml"
+output_has 'nginx,helper' k get deploy -n "$ns" -o wide || fail "-o wide lacks the CONTAINERS column"
+pods=$(k get pods -n "$ns" 2>&1) && grep -q 'No resources found' <<<"$pods" || fail "empty pod list: $pods"
 
 step "describe"
-k describe deploy web -n "$ns" | grep -q '^Name: *web' || fail "describe deploy"
-k describe configmap cfg -n "$ns" | grep -q '^Namespace: *'"$ns" || fail "describe configmap"
+output_has '^Name: *web' k describe deploy web -n "$ns" || fail "describe deploy"
+output_has "^Namespace: *$ns" k describe configmap cfg -n "$ns" || fail "describe configmap"
 
 step "label and annotate"
 k label configmap cfg -n "$ns" env=prod
 k annotate configmap cfg -n "$ns" note=hello
-k get configmap -n "$ns" -l env=prod -o name | grep -q 'configmap/cfg' || fail "label selector"
+output_has 'configmap/cfg' k get configmap -n "$ns" -l env=prod -o name || fail "label selector"
 expect_eq "$(k get configmap cfg -n "$ns" -o jsonpath='{.metadata.annotations.note}')" "hello" "annotation"
 k label configmap cfg -n "$ns" env-
 expect_eq "$(k get configmap -n "$ns" -l env=prod -o name)" "" "label removed"
@@ -100,7 +103,7 @@ wait "$watcher"
 [ "$(grep -c '^watched ' "$WORK/watch.txt")" -ge 2 ] || fail "get -w saw: $(cat "$WORK/watch.txt")"
 
 step "explain"
-k explain deployment.spec.replicas | grep -q 'replicas' || fail "explain"
+output_has 'replicas' k explain deployment.spec.replicas || fail "explain"
 
 step "delete with wait, then delete the namespace"
 k delete deploy web -n "$ns" --wait

@@ -345,6 +345,7 @@ async fn delete_options(call: &Call, body: Body) -> Result<DeleteOptions, ApiErr
     let bytes = read_body(&call.headers, body).await?;
     let mut options = DeleteOptions {
         dry_run: call.query.dry_run,
+        grace_period_seconds: call.query.grace_period_seconds,
         ..DeleteOptions::default()
     };
     if !bytes.iter().all(u8::is_ascii_whitespace) {
