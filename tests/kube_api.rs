@@ -10,6 +10,7 @@
 //! - `namespaces`: namespace lifecycle and objects in namespaces that do not exist.
 //! - `watch`: `kube::runtime::watcher` (list-then-watch and streaming lists) and raw
 //!   `Api::watch`, each seeing every change once, in order.
+//! - `custom_resources`: a CRD's kind served, discovered and used as `DynamicObject`.
 //! - `edge`: authentication, body size limit, discovery.
 //! - `two_servers`: a watch on one server sees writes made through another (Postgres).
 //!
@@ -57,6 +58,8 @@ const SCENARIO_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[path = "kube_api/crud.rs"]
 mod crud;
+#[path = "kube_api/custom_resources.rs"]
+mod custom_resources;
 #[path = "kube_api/edge.rs"]
 mod edge;
 #[path = "kube_api/list.rs"]

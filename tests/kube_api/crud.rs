@@ -1,7 +1,9 @@
 //! Create, get, list, replace and delete, with the errors a client relies on.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::discovery;
 use serde_json::json;
 
@@ -18,6 +20,10 @@ kube_api!(
     dry_run_create_persists_nothing,
     pod_create_get_delete,
     dynamic_object_crud,
+    delete_collection_deletes_only_selected,
+    dry_run_delete_keeps_the_object,
+    invalid_object_is_unprocessable,
+    replace_missing_is_not_found,
 );
 
 async fn create_get_list_replace_delete(server: &TestServer) {
@@ -245,4 +251,84 @@ async fn dynamic_object_crud(server: &TestServer) {
     assert_eq!(listed.items.len(), 1);
     api.delete("dyn", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("dyn").await.unwrap().is_none());
+}
+
+async fn delete_collection_deletes_only_selected(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    for (name, app) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        api.create(
+            &PostParams::default(),
+            &config_map(name, &[], &[("app", app)]),
+        )
+        .await
+        .unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("app=a"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    assert_eq!(left, ["b1"]);
+}
+
+async fn dry_run_delete_keeps_the_object(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    api.create(&PostParams::default(), &config_map("kept", &[], &[]))
+        .await
+        .unwrap();
+    let params = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
+    };
+    api.delete("kept", &params).await.unwrap();
+    let kept = api.get("kept").await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none());
+}
+
+async fn invalid_object_is_unprocessable(server: &TestServer) {
+    let api: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+    // A pod needs at least one container, and names must be DNS subdomains.
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "Not_A_Name"},
+        "spec": {"containers": []},
+    }))
+    .unwrap();
+    let status = api_error(api.create(&PostParams::default(), &pod).await);
+    assert_status(&status, 422, "Invalid");
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+async fn replace_missing_is_not_found(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let status = api_error(
+        api.replace(
+            "ghost",
+            &PostParams::default(),
+            &config_map("ghost", &[], &[]),
+        )
+        .await,
+    );
+    assert_status(&status, 404, "NotFound");
+    let patch = json!({"data": {"k": "v"}});
+    let status = api_error(
+        api.patch("ghost", &PatchParams::default(), &Patch::Merge(&patch))
+            .await,
+    );
+    assert_status(&status, 404, "NotFound");
 }

@@ -11,6 +11,7 @@ kube_api!(
     field_selector_on_name,
     limit_and_continue_page_through_everything,
     bad_label_selector_is_bad_request,
+    metadata_only_list_and_get,
 );
 
 /// Creates ConfigMaps named by `labelled` with those labels.
@@ -125,4 +126,31 @@ async fn bad_label_selector_is_bad_request(server: &TestServer) {
     assert_status(&status, 400, "BadRequest");
     let status = api_error(api.list(&ListParams::default().fields("spec.nope=x")).await);
     assert_eq!(status.code, 400, "an unsupported field label: {status:?}");
+}
+
+async fn metadata_only_list_and_get(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    api.create(
+        &PostParams::default(),
+        &config_map("meta", &[("secret-ish", "payload")], &[("app", "web")]),
+    )
+    .await
+    .unwrap();
+    // kube-rs asks for PartialObjectMetadata(List) through the Accept header.
+    let list = api.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let item = &list.items[0];
+    assert_eq!(item.metadata.name.as_deref(), Some("meta"));
+    assert_eq!(
+        item.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str),
+        Some("web")
+    );
+    let types = item.types.as_ref().expect("items carry their type");
+    assert_eq!(types.kind, "PartialObjectMetadata");
+    let one = api.get_metadata("meta").await.unwrap();
+    assert_eq!(one.metadata.uid, item.metadata.uid);
 }

@@ -18,6 +18,7 @@ kube_api!(
     watcher_sees_every_change_in_order,
     streaming_list_watcher_sees_every_change_in_order,
     raw_watch_from_list_version,
+    selector_watch_reports_objects_leaving_as_deleted,
 );
 
 /// What one watch event said about one object: kind of event, name, `data.n`.
@@ -186,4 +187,49 @@ async fn raw_watch_from_list_version(server: &TestServer) {
     );
     assert_eq!(data_of(&got[1].1, "n"), Some("1"));
     assert_eq!(got[2].1.metadata.name.as_deref(), Some("raw"));
+}
+
+async fn selector_watch_reports_objects_leaving_as_deleted(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let version = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .expect("a list has a resourceVersion");
+    let params = WatchParams::default().labels("app=web").timeout(30);
+    let mut stream = api.watch(&params, &version).await.unwrap().boxed();
+
+    api.create(
+        &PostParams::default(),
+        &config_map("mover", &[], &[("app", "db")]),
+    )
+    .await
+    .unwrap();
+    let relabel = |app: &str| json!({"metadata": {"labels": {"app": app}}});
+    for app in ["web", "db"] {
+        api.patch(
+            "mover",
+            &PatchParams::default(),
+            &Patch::Merge(&relabel(app)),
+        )
+        .await
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match next(&mut stream, "ADDED, DELETED").await.unwrap() {
+            WatchEvent::Added(_) => got.push("ADDED"),
+            WatchEvent::Modified(_) => got.push("MODIFIED"),
+            WatchEvent::Deleted(_) => got.push("DELETED"),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(status) => panic!("the watch sent an error: {status:?}"),
+        }
+    }
+    assert_eq!(
+        got,
+        ["ADDED", "DELETED"],
+        "an object entering the selector is ADDED, one leaving it is DELETED"
+    );
 }
