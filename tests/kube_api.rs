@@ -5,6 +5,7 @@
 //!
 //! - `crud`: create, get, list, replace, delete and their errors; generateName; dryRun.
 //! - `patch`: merge, JSON, strategic merge and server-side apply with field managers.
+//! - `history`: watches from past resourceVersions; 410 Expired after compaction.
 //! - `list`: label and field selectors, paging with continue tokens, bad selectors.
 //! - `subresources`: `/scale`, `/status`, and deletion held by finalizers.
 //! - `namespaces`: namespace lifecycle and objects in namespaces that do not exist.
@@ -62,6 +63,8 @@ mod crud;
 mod custom_resources;
 #[path = "kube_api/edge.rs"]
 mod edge;
+#[path = "kube_api/history.rs"]
+mod history;
 #[path = "kube_api/list.rs"]
 mod list;
 #[path = "kube_api/namespaces.rs"]

@@ -87,12 +87,18 @@ pub async fn anonymous_client(kubeconfig: &Path) -> kube::Client {
 impl TestServer {
     /// Starts a server on a fresh datastore of `engine` and waits until it is ready.
     pub async fn start(engine: Engine) -> TestServer {
+        TestServer::start_with(engine, |_| {}).await
+    }
+
+    /// Starts a server with `adjust` applied to the fixture's config (for settings such as
+    /// compaction that a test needs to turn).
+    pub async fn start_with(engine: Engine, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         match engine {
-            Engine::Sqlite => TestServer::start_on(engine, String::new(), None).await,
+            Engine::Sqlite => TestServer::start_on(engine, String::new(), None, adjust).await,
             Engine::Postgres | Engine::MySql => {
                 let database = TestDatabase::create(engine).await;
                 let endpoint = database.endpoint().to_string();
-                TestServer::start_on(engine, endpoint, Some(database)).await
+                TestServer::start_on(engine, endpoint, Some(database), adjust).await
             }
         }
     }
@@ -106,8 +112,8 @@ impl TestServer {
         );
         let database = TestDatabase::create(engine).await;
         let endpoint = database.endpoint().to_string();
-        let first = TestServer::start_on(engine, endpoint.clone(), Some(database)).await;
-        let second = TestServer::start_on(engine, endpoint, None).await;
+        let first = TestServer::start_on(engine, endpoint.clone(), Some(database), |_| {}).await;
+        let second = TestServer::start_on(engine, endpoint, None, |_| {}).await;
         (first, second)
     }
 
@@ -115,21 +121,27 @@ impl TestServer {
         engine: Engine,
         endpoint: String,
         database: Option<TestDatabase>,
+        adjust: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         super::install_crypto_provider();
         init_tracing();
         let data_dir = tempfile::tempdir().expect("a temporary data dir");
-        let port = free_port();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data_dir: data_dir.path().to_path_buf(),
             datastore_endpoint: endpoint,
             // Tests run in parallel on shared database servers: keep pools small.
             datastore_max_connections: 6,
             bind_address: IpAddr::from(Ipv4Addr::LOCALHOST),
-            https_listen_port: port,
+            https_listen_port: free_port(),
             node_name: Some("test-node".to_string()),
             ..ServerConfig::default()
         };
+        adjust(&mut config);
+        assert!(
+            config.bind_address.is_loopback(),
+            "test servers listen on loopback only"
+        );
+        let port = config.https_listen_port;
         let kubeconfig = config.effective_write_kubeconfig();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(capstan::server::run(config, shutdown.clone()));

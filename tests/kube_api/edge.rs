@@ -1,7 +1,10 @@
 //! What sits around the verbs: authentication, the body size limit and discovery.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, PostParams};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, PostParams, WatchParams};
 use kube::discovery::Discovery;
 
 use crate::common::server::{TestServer, anonymous_client};
@@ -75,4 +78,40 @@ async fn discovery_finds_deployments_with_scale(server: &TestServer) {
             "v1 serves ConfigMap"
         );
     }
+}
+
+/// Shutdown drains watches: a server with a watch open stops in time, and the client's
+/// stream ends instead of hanging.
+async fn stop_with_open_watch(engine: capstan::datastore::Engine) {
+    let server = TestServer::start(engine).await;
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(290), "0")
+        .await
+        .unwrap()
+        .boxed();
+    server.stop().await;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the watch stream did not end after the server stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_stop_with_open_watch() {
+    stop_with_open_watch(capstan::datastore::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stop_with_open_watch() {
+    stop_with_open_watch(capstan::datastore::Engine::Postgres).await;
 }

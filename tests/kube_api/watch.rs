@@ -19,6 +19,7 @@ kube_api!(
     streaming_list_watcher_sees_every_change_in_order,
     raw_watch_from_list_version,
     selector_watch_reports_objects_leaving_as_deleted,
+    watcher_sees_concurrent_creates_once_in_revision_order,
 );
 
 /// What one watch event said about one object: kind of event, name, `data.n`.
@@ -232,4 +233,75 @@ async fn selector_watch_reports_objects_leaving_as_deleted(server: &TestServer) 
         ["ADDED", "DELETED"],
         "an object entering the selector is ADDED, one leaving it is DELETED"
     );
+}
+
+async fn watcher_sees_concurrent_creates_once_in_revision_order(server: &TestServer) {
+    const WRITERS: usize = 40;
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let mut stream = watcher(api.clone(), watcher::Config::default()).boxed();
+    loop {
+        match next(&mut stream, "InitDone").await {
+            Ok(Event::InitDone) => break,
+            Ok(Event::Init) => {}
+            other => panic!("expected an empty initial list, got {other:?}"),
+        }
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..WRITERS {
+        let api = api.clone();
+        writers.spawn(async move {
+            api.create(
+                &PostParams::default(),
+                &config_map(&format!("c-{i:02}"), &[], &[]),
+            )
+            .await
+            .unwrap()
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        created.push(done.expect("writers do not panic"));
+    }
+
+    let mut seen = Vec::new();
+    while seen.len() < WRITERS {
+        match next(
+            &mut stream,
+            &format!("create {} of {WRITERS}", seen.len() + 1),
+        )
+        .await
+        {
+            Ok(Event::Apply(object)) => seen.push(object),
+            other => panic!("expected Apply events only, got {other:?}"),
+        }
+    }
+    let revisions: Vec<u64> = seen
+        .iter()
+        .map(|o| {
+            o.metadata
+                .resource_version
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        revisions.windows(2).all(|pair| pair[0] < pair[1]),
+        "events arrive in commit order: {revisions:?}"
+    );
+    let mut names: Vec<_> = seen
+        .iter()
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), WRITERS, "each create seen exactly once");
+    for object in &created {
+        assert!(
+            seen.iter()
+                .any(|s| s.metadata.resource_version == object.metadata.resource_version),
+            "the watch reports the version the create returned"
+        );
+    }
 }
