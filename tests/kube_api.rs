@@ -7,6 +7,7 @@
 //! - `patch`: merge, JSON, strategic merge and server-side apply with field managers.
 //! - `history`: watches from past resourceVersions; 410 Expired after compaction.
 //! - `list`: label and field selectors, paging with continue tokens, bad selectors.
+//! - `refusals`: stale delete preconditions, mismatched names, immutable fields.
 //! - `subresources`: `/scale`, `/status`, and deletion held by finalizers.
 //! - `namespaces`: namespace lifecycle and objects in namespaces that do not exist.
 //! - `watch`: `kube::runtime::watcher` (list-then-watch and streaming lists) and raw
@@ -71,6 +72,8 @@ mod list;
 mod namespaces;
 #[path = "kube_api/patch.rs"]
 mod patch;
+#[path = "kube_api/refusals.rs"]
+mod refusals;
 #[path = "kube_api/subresources.rs"]
 mod subresources;
 #[path = "kube_api/two_servers.rs"]

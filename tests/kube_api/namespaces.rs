@@ -13,6 +13,7 @@ use crate::support::{api_error, assert_status, config_map, eventually};
 kube_api!(
     namespace_terminates_then_goes,
     create_in_missing_namespace_is_not_found,
+    default_namespaces_exist,
 );
 
 async fn namespace_terminates_then_goes(server: &TestServer) {
@@ -74,4 +75,25 @@ async fn create_in_missing_namespace_is_not_found(server: &TestServer) {
     );
     assert_status(&status, 404, "NotFound");
     assert_eq!(status.message, r#"namespaces "nowhere" not found"#);
+}
+
+async fn default_namespaces_exist(server: &TestServer) {
+    let namespaces: Api<Namespace> = Api::all(server.client.clone());
+    let mut names: Vec<_> = namespaces
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|ns| ns.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    let default = namespaces.get("default").await.unwrap();
+    assert_eq!(
+        default.status.and_then(|s| s.phase).as_deref(),
+        Some("Active")
+    );
 }

@@ -14,6 +14,7 @@ kube_api!(
     deployment_scale_get_patch_replace,
     deployment_status_patch_touches_only_status,
     foreground_delete_waits_for_finalizers,
+    generation_counts_spec_changes_only,
 );
 
 async fn deployment_scale_get_patch_replace(server: &TestServer) {
@@ -136,4 +137,46 @@ async fn foreground_delete_waits_for_finalizers(server: &TestServer) {
         },
     )
     .await;
+}
+
+async fn generation_counts_spec_changes_only(server: &TestServer) {
+    let api: Api<Deployment> = Api::namespaced(server.client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &deployment("gen", 1))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let generation = |d: Deployment| d.metadata.generation;
+
+    let labels = json!({"metadata": {"labels": {"touched": "yes"}}});
+    let patched = api
+        .patch("gen", &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap();
+    assert_eq!(
+        generation(patched),
+        Some(1),
+        "metadata changes keep the generation"
+    );
+
+    let status = json!({"status": {"observedGeneration": 1}});
+    let patched = api
+        .patch_status("gen", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(
+        generation(patched),
+        Some(1),
+        "status changes keep the generation"
+    );
+
+    let scale = json!({"spec": {"replicas": 4}});
+    api.patch_scale("gen", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .unwrap();
+    assert_eq!(
+        generation(api.get("gen").await.unwrap()),
+        Some(2),
+        "a spec change (through /scale) moves the generation"
+    );
 }

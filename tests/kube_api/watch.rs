@@ -20,12 +20,13 @@ kube_api!(
     raw_watch_from_list_version,
     selector_watch_reports_objects_leaving_as_deleted,
     watcher_sees_concurrent_creates_once_in_revision_order,
+    watch_ends_at_its_timeout,
 );
 
 /// What one watch event said about one object: kind of event, name, `data.n`.
-type Seen = (&'static str, String, String);
+pub(crate) type Seen = (&'static str, String, String);
 
-fn seen(kind: &'static str, object: &ConfigMap) -> Seen {
+pub(crate) fn seen(kind: &'static str, object: &ConfigMap) -> Seen {
     (
         kind,
         object.metadata.name.clone().unwrap_or_default(),
@@ -34,7 +35,7 @@ fn seen(kind: &'static str, object: &ConfigMap) -> Seen {
 }
 
 /// The next item of `stream`, failing the test after [`EVENT_TIMEOUT`] of silence.
-async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), waiting_for: &str) -> T {
+pub(crate) async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), waiting_for: &str) -> T {
     match tokio::time::timeout(EVENT_TIMEOUT, stream.next()).await {
         Ok(Some(item)) => item,
         Ok(None) => panic!("the watch ended while waiting for {waiting_for}"),
@@ -44,7 +45,7 @@ async fn next<T>(stream: &mut (impl Stream<Item = T> + Unpin), waiting_for: &str
 
 /// Creates 8 objects, updates 7 of them, deletes 5: 20 changes, one at a time. Returns what
 /// a watch must report for them, in order.
-async fn make_twenty_changes(api: &Api<ConfigMap>) -> Vec<Seen> {
+pub(crate) async fn make_twenty_changes(api: &Api<ConfigMap>) -> Vec<Seen> {
     let mut expected = Vec::new();
     for i in 0..8 {
         let name = format!("w-{i}");
@@ -304,4 +305,30 @@ async fn watcher_sees_concurrent_creates_once_in_revision_order(server: &TestSer
             "the watch reports the version the create returned"
         );
     }
+}
+
+async fn watch_ends_at_its_timeout(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let started = std::time::Instant::now();
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    loop {
+        match tokio::time::timeout(EVENT_TIMEOUT, stream.next()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(error))) => panic!("the watch failed instead of ending: {error}"),
+            Err(_) => {
+                panic!("a watch with timeoutSeconds=1 was still open after {EVENT_TIMEOUT:?}")
+            }
+        }
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= std::time::Duration::from_millis(900)
+            && lasted < std::time::Duration::from_secs(5),
+        "a watch with timeoutSeconds=1 lasted {lasted:?}"
+    );
 }
