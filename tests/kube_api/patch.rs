@@ -14,6 +14,9 @@ kube_api!(
     json_patch_with_failing_test_leaves_object_unchanged,
     strategic_patch_merges_containers_by_name,
     apply_conflicts_between_managers_until_forced,
+    apply_removes_fields_its_manager_stops_applying,
+    apply_shares_a_list_between_managers_by_key,
+    patch_with_stale_resource_version_conflicts,
 );
 
 async fn merge_patch_adds_changes_and_removes_keys(server: &TestServer) {
@@ -173,4 +176,101 @@ async fn apply_conflicts_between_managers_until_forced(server: &TestServer) {
         managers.contains(&"mgr-b".to_string()),
         "mgr-b manages the field after forcing, got {managers:?}"
     );
+}
+
+async fn apply_removes_fields_its_manager_stops_applying(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let intent = |data: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shrink"}, "data": data});
+    let params = PatchParams::apply("mgr-a");
+    api.patch(
+        "shrink",
+        &params,
+        &Patch::Apply(intent(json!({"x": "1", "y": "2"}))),
+    )
+    .await
+    .unwrap();
+    let applied = api
+        .patch("shrink", &params, &Patch::Apply(intent(json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(data_of(&applied, "x"), Some("1"));
+    assert_eq!(
+        data_of(&applied, "y"),
+        None,
+        "a field the manager owned and no longer applies is removed"
+    );
+}
+
+async fn apply_shares_a_list_between_managers_by_key(server: &TestServer) {
+    let api: Api<Deployment> = Api::namespaced(server.client.clone(), "default");
+    let intent = |containers: serde_json::Value| {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "shared"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "shared"}},
+                "template": {
+                    "metadata": {"labels": {"app": "shared"}},
+                    "spec": {"containers": containers},
+                },
+            },
+        })
+    };
+    let app = json!([{"name": "app", "image": "registry.example/app:1"}]);
+    api.patch(
+        "shared",
+        &PatchParams::apply("mgr-a"),
+        &Patch::Apply(intent(app)),
+    )
+    .await
+    .unwrap();
+    let sidecar = json!([{"name": "sidecar", "image": "registry.example/sidecar:1"}]);
+    let merged = api
+        .patch(
+            "shared",
+            &PatchParams::apply("mgr-b"),
+            &Patch::Apply(intent(sidecar)),
+        )
+        .await
+        .unwrap();
+    let names: Vec<_> = merged
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["app", "sidecar"],
+        "containers are a list keyed by name: each manager keeps its own entry"
+    );
+}
+
+async fn patch_with_stale_resource_version_conflicts(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let created = api
+        .create(
+            &PostParams::default(),
+            &config_map("locked", &[("k", "a")], &[]),
+        )
+        .await
+        .unwrap();
+    let first = json!({"data": {"k": "b"}});
+    api.patch("locked", &PatchParams::default(), &Patch::Merge(&first))
+        .await
+        .unwrap();
+    let stale = json!({
+        "metadata": {"resourceVersion": created.metadata.resource_version},
+        "data": {"k": "c"},
+    });
+    let status = api_error(
+        api.patch("locked", &PatchParams::default(), &Patch::Merge(&stale))
+            .await,
+    );
+    assert_status(&status, 409, "Conflict");
+    assert_eq!(data_of(&api.get("locked").await.unwrap(), "k"), Some("b"));
 }

@@ -13,6 +13,7 @@ kube_api!(
     delete_with_stale_preconditions_conflicts,
     body_naming_another_object_is_bad_request,
     changing_an_immutable_selector_is_invalid,
+    immutable_config_map_refuses_data_changes,
 );
 
 async fn delete_with_stale_preconditions_conflicts(server: &TestServer) {
@@ -107,4 +108,28 @@ async fn changing_an_immutable_selector_is_invalid(server: &TestServer) {
         "the error names the field: {}",
         status.message
     );
+}
+
+async fn immutable_config_map_refuses_data_changes(server: &TestServer) {
+    let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let mut frozen = config_map("frozen", &[("k", "v")], &[]);
+    frozen.immutable = Some(true);
+    api.create(&PostParams::default(), &frozen).await.unwrap();
+    let mut changed = api.get("frozen").await.unwrap();
+    changed.data = Some([("k".to_string(), "changed".to_string())].into());
+    let status = api_error(
+        api.replace("frozen", &PostParams::default(), &changed)
+            .await,
+    );
+    assert_status(&status, 422, "Invalid");
+    assert_eq!(data_of(&api.get("frozen").await.unwrap(), "k"), Some("v"));
+    // Metadata stays editable, and deleting is allowed.
+    let mut labelled = api.get("frozen").await.unwrap();
+    labelled.metadata.labels = Some([("note".to_string(), "ok".to_string())].into());
+    api.replace("frozen", &PostParams::default(), &labelled)
+        .await
+        .unwrap();
+    api.delete("frozen", &DeleteParams::default())
+        .await
+        .unwrap();
 }
