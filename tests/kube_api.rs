@@ -7,6 +7,7 @@
 //! - `patch`: merge, JSON, strategic merge and server-side apply with field managers.
 //! - `history`: watches from past resourceVersions; 410 Expired after compaction.
 //! - `list`: label and field selectors, paging with continue tokens, bad selectors.
+//! - `pods`: graceful and forced deletion of a bound pod; pod status.
 //! - `refusals`: stale delete preconditions, mismatched names, immutable fields.
 //! - `subresources`: `/scale`, `/status`, and deletion held by finalizers.
 //! - `namespaces`: namespace lifecycle and objects in namespaces that do not exist.
@@ -18,7 +19,9 @@
 //!
 //! Each scenario is an `async fn(&TestServer)`; `kube_api!` turns it into one test per
 //! engine (`<group>::<engine>::<scenario>`, so `cargo test --test kube_api postgres` runs
-//! one engine). A failing test here is a bug report against the server.
+//! one engine). Postgres comes from `CAPSTAN_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). A failing test here is a bug report
+//! against the server.
 
 mod common;
 
@@ -72,6 +75,8 @@ mod list;
 mod namespaces;
 #[path = "kube_api/patch.rs"]
 mod patch;
+#[path = "kube_api/pods.rs"]
+mod pods;
 #[path = "kube_api/refusals.rs"]
 mod refusals;
 #[path = "kube_api/subresources.rs"]
