@@ -18,7 +18,7 @@ kube_api!(
     watcher_sees_every_change_in_order,
     streaming_list_watcher_sees_every_change_in_order,
     raw_watch_from_list_version,
-    selector_watch_reports_objects_leaving_as_deleted,
+    selector_watch_reports_objects_entering_and_leaving,
     watcher_sees_concurrent_creates_once_in_revision_order,
     watch_ends_at_its_timeout,
 );
@@ -191,7 +191,7 @@ async fn raw_watch_from_list_version(server: &TestServer) {
     assert_eq!(got[2].1.metadata.name.as_deref(), Some("raw"));
 }
 
-async fn selector_watch_reports_objects_leaving_as_deleted(server: &TestServer) {
+async fn selector_watch_reports_objects_entering_and_leaving(server: &TestServer) {
     let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
     let version = api
         .list(&ListParams::default())
