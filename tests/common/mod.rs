@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod server;
+
 use capstan::datastore::{DatastoreConfig, Engine, Event, Store, Watch, masked};
 use sqlx::Connection;
 
