@@ -490,10 +490,10 @@ fn check_update(kind: &ResourceType, current: &Value, next: &Value) -> Vec<Field
         message: "Invalid value: field is immutable".to_string(),
     };
     match (kind.group.as_str(), kind.kind.as_str()) {
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
-            if current["spec"]["selector"] != next["spec"]["selector"] {
-                causes.push(immutable("spec.selector"));
-            }
+        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job")
+            if current["spec"]["selector"] != next["spec"]["selector"] =>
+        {
+            causes.push(immutable("spec.selector"));
         }
         ("", "ConfigMap" | "Secret") if current["immutable"] == json!(true) => {
             if next["immutable"] != json!(true) {
