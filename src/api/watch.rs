@@ -146,9 +146,7 @@ impl WatchState {
         };
         let event_type = match kind {
             WatchEventType::Added if selected => "ADDED",
-            WatchEventType::Modified if selected && (was_selected || !self.known_state) => {
-                "MODIFIED"
-            }
+            WatchEventType::Modified if selected && was_selected => "MODIFIED",
             WatchEventType::Modified if selected => "ADDED",
             WatchEventType::Modified if was_selected => "DELETED",
             WatchEventType::Deleted if selected || was_selected => "DELETED",

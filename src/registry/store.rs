@@ -443,9 +443,10 @@ impl ObjectStore {
                 }
             }
             if !marked["metadata"]["deletionTimestamp"].is_string() {
-                marked["metadata"]["deletionTimestamp"] =
-                    Value::String(timestamp(SystemTime::now()));
-                marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                let seconds = grace.unwrap_or(0);
+                let at = SystemTime::now() + std::time::Duration::from_secs(seconds.unsigned_abs());
+                marked["metadata"]["deletionTimestamp"] = Value::String(timestamp(at));
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(seconds);
             }
             if kind.group.is_empty() && kind.kind == "Namespace" {
                 marked["status"]["phase"] = json!("Terminating");

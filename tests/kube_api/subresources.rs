@@ -111,18 +111,37 @@ async fn foreground_delete_waits_for_finalizers(server: &TestServer) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(api.get_opt("held").await.unwrap().is_some());
 
-    // Removing our finalizer (leaving any the server added) lets it go.
-    let mut released = terminating.clone();
-    released.metadata.finalizers = Some(
-        finalizers
-            .into_iter()
-            .filter(|f| f != "example.com/hold")
-            .collect(),
+    // Removing our finalizer (leaving any the server added) lets it go. The garbage
+    // collector may change the object meanwhile (it drops `foregroundDeletion` once no
+    // dependent is left), so this is the usual read-modify-write retried on conflict.
+    let _ = finalizers;
+    let mut released_ok = false;
+    for _ in 0..10 {
+        let mut released = api.get("held").await.unwrap();
+        released.metadata.finalizers = Some(
+            released
+                .metadata
+                .finalizers
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != "example.com/hold")
+                .collect(),
+        );
+        released.metadata.managed_fields = None;
+        match api.replace("held", &PostParams::default(), &released).await {
+            Ok(_) => {
+                released_ok = true;
+                break;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(other) => panic!("releasing the finalizer failed: {other}"),
+        }
+    }
+    assert!(
+        released_ok,
+        "the finalizer could not be released in 10 attempts"
     );
-    released.metadata.managed_fields = None;
-    api.replace("held", &PostParams::default(), &released)
-        .await
-        .unwrap();
     eventually(
         Duration::from_secs(10),
         "the released object is deleted",

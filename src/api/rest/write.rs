@@ -359,6 +359,9 @@ async fn delete_options(call: &Call, body: Body) -> Result<DeleteOptions, ApiErr
         options.resource_version = body["preconditions"]["resourceVersion"]
             .as_str()
             .map(str::to_string);
+        if let Some(seconds) = body["gracePeriodSeconds"].as_i64() {
+            options.grace_period_seconds = Some(seconds);
+        }
         if body["dryRun"]
             .as_array()
             .is_some_and(|d| d.iter().any(|v| v == "All"))
@@ -413,8 +416,10 @@ pub(super) async fn delete(call: Call, body: Body) -> Result<Response, ApiError>
                 )
             }
         }
+        // Waiting for finalizers or a kubelet: 200 with the object, as kube-apiserver
+        // answers (202 only for the deprecated orphanDependents=false).
         DeleteOutcome::Pending(object) => respond(
-            StatusCode::ACCEPTED,
+            StatusCode::OK,
             &represent(&call, &object),
             call.negotiated.format,
         ),
