@@ -8,6 +8,7 @@
 mod builtin;
 mod columns;
 mod crd;
+mod defaults;
 mod error;
 mod kind;
 mod patch_strategies;

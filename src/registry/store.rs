@@ -658,7 +658,7 @@ fn prepare_for_create(
     {
         map.remove("status");
     }
-    apply_defaults(kind, object);
+    super::defaults::apply_defaults(kind, object);
     fold_string_data(kind, object);
     Ok(())
 }
@@ -687,34 +687,6 @@ pub fn check_type_meta(kind: &ResourceType, object: &mut Value) -> Result<(), Re
         Some(_) => {}
     }
     Ok(())
-}
-
-/// The few defaults clients read back (kube-apiserver sets many more): group, kind, JSON
-/// pointer, value set when the field is missing.
-const DEFAULTS: &[(&str, &str, &str, &str)] = &[
-    ("", "Pod", "/status/phase", "\"Pending\""),
-    ("", "Service", "/spec/type", "\"ClusterIP\""),
-    ("", "Secret", "/type", "\"Opaque\""),
-    ("apps", "Deployment", "/spec/replicas", "1"),
-    ("apps", "ReplicaSet", "/spec/replicas", "1"),
-    ("apps", "StatefulSet", "/spec/replicas", "1"),
-];
-
-fn apply_defaults(kind: &ResourceType, object: &mut Value) {
-    if kind.group.is_empty() && kind.kind == "Namespace" {
-        object["spec"]["finalizers"] = json!(["kubernetes"]);
-        object["status"] = json!({"phase": "Active"});
-    }
-    for (group, kind_name, pointer, value) in DEFAULTS {
-        if kind.group != *group || kind.kind != *kind_name || object.pointer(pointer).is_some() {
-            continue;
-        }
-        let mut target = &mut *object;
-        for segment in pointer.split('/').skip(1) {
-            target = &mut target[segment];
-        }
-        *target = serde_json::from_str(value).unwrap_or(Value::Null);
-    }
 }
 
 /// The object an update stores: the caller's `proposed` object with the server-owned and
