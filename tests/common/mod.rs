@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod proxy;
 
 use std::str::FromStr;
 use std::sync::Mutex;
