@@ -786,6 +786,28 @@ mod tests {
         assert!(matches!(error, BootstrapError::Corrupt { .. }), "{error}");
     }
 
+    #[tokio::test]
+    async fn when_two_generate_the_compare_and_swap_keeps_exactly_one() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&crate::datastore::DatastoreConfig::for_endpoint(endpoint))
+            .await
+            .expect("SQLite store opens");
+        // No lock: both may generate; the create of the data key lets one through.
+        let (first, second) = tokio::join!(
+            generate_and_store(&store, "s3cret"),
+            generate_and_store(&store, "s3cret")
+        );
+        let winners: Vec<BootstrapState> = [first, second]
+            .into_iter()
+            .filter_map(|outcome| outcome.expect("no error"))
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one set is stored");
+        let stored = load(&store, "s3cret").await.expect("loads");
+        assert_eq!(stored, winners[0], "the stored set is the winner's");
+        store.close().await;
+    }
+
     #[test]
     fn settings_compare_normalized_and_name_each_difference() {
         let ours = ClusterSettings::new(
