@@ -400,8 +400,17 @@ async fn capstan_token_prints_and_rotates_the_token() {
 // Store-level: the lock and the compare-and-swap, timed by the test.
 
 #[tokio::test(flavor = "multi_thread")]
-async fn servers_racing_on_an_empty_datastore_agree_on_one_set() {
-    let database = TestDatabase::create(Engine::Postgres).await;
+async fn servers_racing_on_an_empty_postgres_agree_on_one_set() {
+    servers_racing_agree_on_one_set(Engine::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_racing_on_an_empty_mysql_agree_on_one_set() {
+    servers_racing_agree_on_one_set(Engine::MySql).await;
+}
+
+async fn servers_racing_agree_on_one_set(engine: Engine) {
+    let database = TestDatabase::create(engine).await;
     let mut stores = Vec::new();
     for _ in 0..4 {
         stores.push(
