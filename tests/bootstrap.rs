@@ -397,6 +397,26 @@ async fn capstan_token_prints_and_rotates_the_token() {
     database.cleanup().await;
 }
 
+#[test]
+fn a_server_upgraded_from_a_per_data_dir_ca_keeps_it() {
+    // What servers before shared bootstrap left in their data dir.
+    let legacy = capstan::cluster::certs::CertificateAuthority::generate("capstan-server-ca@1")
+        .expect("a CA");
+    let dir = tempfile::tempdir().expect("data dir");
+    let tls = dir.path().join("server/tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    std::fs::write(tls.join("server-ca.crt"), legacy.cert_pem()).expect("cert");
+    std::fs::write(tls.join("server-ca.key"), legacy.key_pem()).expect("key");
+
+    let server = Server::start(dir.path(), "upgraded");
+    assert_eq!(
+        ca_of(dir.path()),
+        legacy.cert_pem(),
+        "the data dir's CA is adopted"
+    );
+    drop(server);
+}
+
 // Store-level: the lock and the compare-and-swap, timed by the test.
 
 #[tokio::test(flavor = "multi_thread")]

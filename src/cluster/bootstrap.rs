@@ -309,6 +309,30 @@ impl BootstrapState {
         })
     }
 
+    /// Secrets around an existing CA (a fresh service-account key).
+    /// Fails unless the key is the certificate's.
+    pub fn with_ca(ca_cert_pem: &str, ca_key_pem: &str) -> Result<BootstrapState, BootstrapError> {
+        CertificateAuthority::from_pem(ca_cert_pem, ca_key_pem)?;
+        let key = rcgen::KeyPair::from_pem(ca_key_pem).map_err(|source| CertError::Crypto {
+            what: "read the CA key",
+            source,
+        })?;
+        let mismatch =
+            || BootstrapError::Crypto("the CA key does not belong to the CA certificate".into());
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(ca_cert_pem.as_bytes()).map_err(|_| mismatch())?;
+        let cert = pem.parse_x509().map_err(|_| mismatch())?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(mismatch());
+        }
+        let generated = BootstrapState::generate()?;
+        Ok(BootstrapState {
+            ca_cert_pem: ca_cert_pem.to_string(),
+            ca_key_pem: ca_key_pem.to_string(),
+            ..generated
+        })
+    }
+
     /// The cluster CA, ready to issue certificates.
     pub fn ca(&self) -> Result<CertificateAuthority, CertError> {
         CertificateAuthority::from_pem(&self.ca_cert_pem, &self.ca_key_pem)
@@ -524,8 +548,21 @@ pub async fn load_or_create(
     settings: &ClusterSettings,
     holder: &str,
 ) -> Result<BootstrapState, BootstrapError> {
+    load_or_create_adopting(store, secret, settings, holder, None).await
+}
+
+/// [`load_or_create`], storing `adopt` instead of generating when this server bootstraps
+/// the cluster: a single server upgraded from before shared bootstrap keeps the CA of its
+/// data dir, so the kubeconfigs it handed out keep working.
+pub async fn load_or_create_adopting(
+    store: &Store,
+    secret: &str,
+    settings: &ClusterSettings,
+    holder: &str,
+    adopt: Option<BootstrapState>,
+) -> Result<BootstrapState, BootstrapError> {
     settings.validate()?;
-    let state = load_or_generate(store, secret, holder).await?;
+    let state = load_or_generate(store, secret, holder, adopt).await?;
     reconcile_settings(store, settings).await?;
     Ok(state)
 }
@@ -534,6 +571,7 @@ async fn load_or_generate(
     store: &Store,
     secret: &str,
     holder: &str,
+    adopt: Option<BootstrapState>,
 ) -> Result<BootstrapState, BootstrapError> {
     let mut told_waiting = false;
     loop {
@@ -548,14 +586,14 @@ async fn load_or_generate(
             tokio::time::sleep(POLL_INTERVAL).await;
             continue;
         };
-        let generated = generate_and_store(store, secret).await;
+        let generated = generate_and_store(store, secret, adopt.clone()).await;
         // Released whatever happened; a failed delete leaves it to go stale.
         if let Err(error) = store.delete(LOCK_KEY, Some(lock_revision)).await {
             tracing::warn!(%error, "could not release the bootstrap lock; it expires by itself");
         }
         match generated? {
             Some(state) => {
-                tracing::info!("bootstrapped the cluster: generated its CA and keys");
+                tracing::info!("bootstrapped the cluster: stored its CA and keys in the datastore");
                 return Ok(state);
             }
             // Another server's data landed first (it took over our lock as stale): use it.
@@ -568,15 +606,19 @@ async fn load_or_generate(
 async fn generate_and_store(
     store: &Store,
     secret: &str,
+    adopt: Option<BootstrapState>,
 ) -> Result<Option<BootstrapState>, BootstrapError> {
     if store.get(DATA_KEY).await?.is_some() {
         return Ok(None);
     }
-    let state = tokio::task::spawn_blocking(BootstrapState::generate)
-        .await
-        .map_err(|error| {
-            BootstrapError::Crypto(format!("key generation task failed: {error}"))
-        })??;
+    let state = match adopt {
+        Some(state) => state,
+        None => tokio::task::spawn_blocking(BootstrapState::generate)
+            .await
+            .map_err(|error| {
+                BootstrapError::Crypto(format!("key generation task failed: {error}"))
+            })??,
+    };
     let sealed = seal(&state, secret).await?;
     match store.create(DATA_KEY, sealed).await? {
         WriteOutcome::Applied { .. } => Ok(Some(state)),
@@ -795,8 +837,8 @@ mod tests {
             .expect("SQLite store opens");
         // No lock: both may generate; the create of the data key lets one through.
         let (first, second) = tokio::join!(
-            generate_and_store(&store, "s3cret"),
-            generate_and_store(&store, "s3cret")
+            generate_and_store(&store, "s3cret", None),
+            generate_and_store(&store, "s3cret", None)
         );
         let winners: Vec<BootstrapState> = [first, second]
             .into_iter()
@@ -806,6 +848,15 @@ mod tests {
         let stored = load(&store, "s3cret").await.expect("loads");
         assert_eq!(stored, winners[0], "the stored set is the winner's");
         store.close().await;
+    }
+
+    #[test]
+    fn an_existing_ca_is_adopted_only_with_its_own_key() {
+        let ca = CertificateAuthority::generate("legacy").expect("CA");
+        let adopted = BootstrapState::with_ca(ca.cert_pem(), &ca.key_pem()).expect("adopted");
+        assert_eq!(adopted.ca_cert_pem, ca.cert_pem());
+        let other = CertificateAuthority::generate("other").expect("CA");
+        assert!(BootstrapState::with_ca(ca.cert_pem(), &other.key_pem()).is_err());
     }
 
     #[test]

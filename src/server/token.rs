@@ -201,8 +201,19 @@ pub async fn bootstrap(
             token_hash: token_hash.clone(),
         });
     }
-    let state =
-        bootstrap::load_or_create(store, &token.secret, &cluster_settings(config), holder).await?;
+    let adopt = if bootstrapped {
+        None
+    } else {
+        legacy_ca(&config.data_dir)
+    };
+    let state = bootstrap::load_or_create_adopting(
+        store,
+        &token.secret,
+        &cluster_settings(config),
+        holder,
+        adopt,
+    )
+    .await?;
     check_ca(&token, &state)?;
     let full = token.full(&state.ca_cert_pem);
     let path = token_path(&config.data_dir);
@@ -216,6 +227,23 @@ pub async fn bootstrap(
         full,
         state,
     })
+}
+
+/// The CA a server from before shared bootstrap kept in its data dir, if there is one.
+fn legacy_ca(data_dir: &Path) -> Option<BootstrapState> {
+    let dir = data_dir.join("server").join("tls");
+    let cert = std::fs::read_to_string(dir.join("server-ca.crt")).ok()?;
+    let key = std::fs::read_to_string(dir.join("server-ca.key")).ok()?;
+    match BootstrapState::with_ca(&cert, &key) {
+        Ok(state) => {
+            tracing::info!(dir = %dir.display(), "adopting this data dir's CA as the cluster CA");
+            Some(state)
+        }
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "ignoring the CA in this data dir");
+            None
+        }
+    }
 }
 
 fn check_ca(token: &ClusterToken, state: &BootstrapState) -> Result<(), ClusterTokenError> {
