@@ -297,14 +297,10 @@ impl BootstrapState {
     pub fn generate() -> Result<BootstrapState, BootstrapError> {
         let created_at = unix_seconds();
         let ca = CertificateAuthority::generate(&format!("capstan-server-ca@{created_at}"))?;
-        let service_account = rcgen::KeyPair::generate().map_err(|source| CertError::Crypto {
-            what: "generate the service-account key",
-            source,
-        })?;
         Ok(BootstrapState {
             ca_cert_pem: ca.cert_pem().to_string(),
             ca_key_pem: ca.key_pem(),
-            service_account_key_pem: service_account.serialize_pem(),
+            service_account_key_pem: generate_service_account_key()?,
             created_at,
         })
     }
@@ -325,11 +321,11 @@ impl BootstrapState {
         if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
             return Err(mismatch());
         }
-        let generated = BootstrapState::generate()?;
         Ok(BootstrapState {
             ca_cert_pem: ca_cert_pem.to_string(),
             ca_key_pem: ca_key_pem.to_string(),
-            ..generated
+            service_account_key_pem: generate_service_account_key()?,
+            created_at: unix_seconds(),
         })
     }
 
@@ -730,6 +726,16 @@ pub async fn rotate(
             WriteOutcome::Conflict { .. } => continue,
         }
     }
+}
+
+/// ECDSA P-256, PKCS#8 PEM (rcgen's default on ring).
+fn generate_service_account_key() -> Result<String, CertError> {
+    rcgen::KeyPair::generate()
+        .map(|key| key.serialize_pem())
+        .map_err(|source| CertError::Crypto {
+            what: "generate the service-account key",
+            source,
+        })
 }
 
 fn unix_seconds() -> u64 {
