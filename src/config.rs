@@ -97,6 +97,12 @@ pub struct ServerConfig {
     pub disable: Vec<String>,
     /// This node's name (default: the host name).
     pub node_name: Option<String>,
+    /// Pod network, CIDR (comma-separated for dual stack); the same on every server.
+    pub cluster_cidr: String,
+    /// Service network, CIDR (comma-separated for dual stack); the same on every server.
+    pub service_cidr: String,
+    /// DNS domain of the cluster; the same on every server.
+    pub cluster_domain: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `capstan=debug,sqlx=warn` (default: `RUST_LOG`,
@@ -128,6 +134,9 @@ impl Default for ServerConfig {
             write_kubeconfig: None,
             disable: Vec::new(),
             node_name: None,
+            cluster_cidr: "10.42.0.0/16".to_string(),
+            service_cidr: "10.43.0.0/16".to_string(),
+            cluster_domain: "cluster.local".to_string(),
             log_format: LogFormat::Text,
             log_level: None,
         }
@@ -362,6 +371,18 @@ pub struct ServerFlags {
     #[arg(long, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Pod network, CIDR; the same on every server [default: 10.42.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_cidr: Option<String>,
+    /// Service network, CIDR; the same on every server [default: 10.43.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_cidr: Option<String>,
+    /// DNS domain of the cluster; the same on every server [default: cluster.local].
+    #[arg(long, value_name = "DOMAIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_domain: Option<String>,
     /// Log line format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
+use capstan::server::token::TokenArgs;
 
 /// A Kubernetes control plane in one binary, highly available on an external SQL datastore.
 #[derive(Parser)]
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a server (today: the datastore and its maintenance; the API comes later).
     Server(Box<ServerFlags>),
+    /// Print the cluster token (`<data-dir>/server/token`), or rotate it.
+    Token(Box<TokenArgs>),
     /// Load generators to measure your own datastore and cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -42,6 +45,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Server(flags) => serve(*flags).await,
+        Command::Token(args) => token(*args).await,
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
     };
     match outcome {
@@ -80,6 +84,16 @@ async fn serve(flags: ServerFlags) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
     }
+}
+
+async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    // The token goes to stdout; the datastore's chatter would only get in the way.
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("error")),
+    )?;
+    capstan::server::token::command(args).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {

@@ -26,6 +26,10 @@ use crate::datastore::{self, DatastoreError, Store, masked};
 use crate::registry::{ObjectStore, Registry, RegistryError};
 use crate::storage::Storage;
 
+pub mod token;
+
+use token::ClusterTokenError;
+
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -58,15 +62,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    /// The cluster token file could not be read or written.
-    #[error("token file {}: {source} (check the permissions of --data-dir, or pass --token)", path.display())]
-    Token {
-        /// The file.
-        path: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cluster token or the shared bootstrap state could not be settled.
+    #[error("{0}")]
+    ClusterToken(#[from] ClusterTokenError),
     /// The default namespaces could not be created.
     #[error("cannot create the default namespaces: {0}")]
     Bootstrap(#[source] RegistryError),
@@ -103,7 +101,11 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    let served = serve_api(&config, store.clone(), &node_name, &tasks, &shutdown).await;
+    let served = tokio::select! {
+        served = serve_api(&config, store.clone(), &node_name, &holder, &tasks, &shutdown) => served,
+        // Bootstrap may wait for another server holding the bootstrap lock.
+        () = shutdown.cancelled() => Ok(()),
+    };
     tasks.close();
     if let Err(error) = served {
         shutdown.cancel();
@@ -120,38 +122,6 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// The cluster token: the configured one, else the one a previous start wrote to
-/// `<data-dir>/server/token`, else a new random one written there.
-fn cluster_token(config: &ServerConfig) -> Result<String, ServerError> {
-    if !config.token.trim().is_empty() {
-        return Ok(config.token.trim().to_string());
-    }
-    let path = config.data_dir.join("server").join("token");
-    let failed = |source| ServerError::Token {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(failed(error)),
-    }
-    let secret: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failed)?;
-    }
-    std::fs::write(&path, format!("{secret}\n")).map_err(failed)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
-    }
-    Ok(secret)
-}
-
 /// Every name the serving certificate must carry.
 fn serving_names(config: &ServerConfig, node_name: &str) -> Vec<String> {
     let mut names: Vec<String> = [
@@ -161,11 +131,14 @@ fn serving_names(config: &ServerConfig, node_name: &str) -> Vec<String> {
         "kubernetes",
         "kubernetes.default",
         "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
     ]
     .iter()
     .map(|name| name.to_string())
     .collect();
+    names.push(format!(
+        "kubernetes.default.svc.{}",
+        token::cluster_settings(config).cluster_domain
+    ));
     if !config.bind_address.is_unspecified() {
         names.push(config.bind_address.to_string());
     }
@@ -186,10 +159,12 @@ async fn serve_api(
     config: &ServerConfig,
     store: Store,
     node_name: &str,
+    holder: &str,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
-    let token = cluster_token(config)?;
+    let secrets = token::bootstrap(config, &store, holder).await?;
+    let ca = Arc::new(secrets.state.ca().map_err(PkiError::from)?);
     let local_address: IpAddr = if config.bind_address.is_unspecified() {
         IpAddr::from([127, 0, 0, 1])
     } else {
@@ -201,6 +176,7 @@ async fn serve_api(
     );
     let kubeconfig = config.effective_write_kubeconfig();
     let pki = pki::prepare(
+        ca,
         &config.data_dir,
         &serving_names(config, node_name),
         &server_url,
@@ -226,7 +202,7 @@ async fn serve_api(
     let state = Arc::new(ApiState::new(
         objects,
         registry,
-        vec![token],
+        secrets.bearer_tokens(),
         SocketAddr::new(advertised, config.https_listen_port).to_string(),
         shutdown.clone(),
         config.max_requests_inflight,

@@ -1,6 +1,8 @@
-//! HA plumbing over the datastore (ARCHITECTURE.md `cluster/`). So far: the certificates
-//! every server presents and accepts (`certs.rs`). Bootstrap storage of the CA in the
-//! datastore, membership leases and leader election come with the HA issue.
+//! HA plumbing over the datastore (ARCHITECTURE.md `cluster/`): the certificates every
+//! server presents and accepts (`certs.rs`, `pki.rs`) and the shared secrets they come from,
+//! stored encrypted in the datastore (`bootstrap.rs`). Membership leases and leader election
+//! come with the HA issue.
 
+pub mod bootstrap;
 pub mod certs;
 pub mod pki;

@@ -1,12 +1,12 @@
-//! The server's certificates on disk: the cluster CA (created by the first start, reused
-//! by every later one), a serving certificate issued at each start for the names this
-//! server answers to, the admin client certificate and the admin kubeconfig.
+//! The server's certificates: a serving certificate issued at each start for the names this
+//! server answers to, the admin client certificate and the admin kubeconfig, all signed by
+//! the cluster CA every server shares (`bootstrap.rs` keeps it in the datastore).
 //!
-//! Files live in `<data-dir>/server/tls/` (keys 0600). Sharing the CA between servers
-//! through the datastore is the HA bootstrap's job (issue 4); until then each data dir
-//! holds its own.
+//! Files live in `<data-dir>/server/tls/` (keys 0600); the CA certificate is written there
+//! as `server-ca.crt` for users, its key is not.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::certs::{CertError, CertificateAuthority, IssuedCert, admin_kubeconfig};
 
@@ -17,6 +17,8 @@ pub struct ServerPki {
     pub ca_pem: String,
     /// The serving certificate and key.
     pub serving: IssuedCert,
+    /// The cluster CA, to issue client certificates (for joining nodes, for example).
+    pub ca: Arc<CertificateAuthority>,
 }
 
 /// The certificates could not be read, created or written.
@@ -55,10 +57,11 @@ fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     file.write_all(contents.as_bytes()).map_err(io(path))
 }
 
-/// Loads the CA from `<data_dir>/server/tls` (creating it on first start), issues a
-/// serving certificate for `names`, and writes the admin kubeconfig for `server_url` to
-/// `kubeconfig`.
+/// Writes the cluster CA certificate to `<data_dir>/server/tls/server-ca.crt` (for users;
+/// the key stays in the datastore), issues a serving certificate for `names`, and writes the
+/// admin kubeconfig for `server_url` to `kubeconfig`.
 pub fn prepare(
+    ca: Arc<CertificateAuthority>,
     data_dir: &Path,
     names: &[String],
     server_url: &str,
@@ -67,21 +70,7 @@ pub fn prepare(
     let dir = data_dir.join("server").join("tls");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let ca_cert_path = dir.join("server-ca.crt");
-    let ca_key_path = dir.join("server-ca.key");
-    let ca = if ca_cert_path.exists() && ca_key_path.exists() {
-        let cert = std::fs::read_to_string(&ca_cert_path).map_err(io(&ca_cert_path))?;
-        let key = std::fs::read_to_string(&ca_key_path).map_err(io(&ca_key_path))?;
-        CertificateAuthority::from_pem(&cert, &key)?
-    } else {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let ca = CertificateAuthority::generate(&format!("capstan-server-ca@{now}"))?;
-        write_private(&ca_key_path, &ca.key_pem())?;
-        std::fs::write(&ca_cert_path, ca.cert_pem()).map_err(io(&ca_cert_path))?;
-        tracing::info!(path = %ca_cert_path.display(), "generated the cluster CA");
-        ca
-    };
+    std::fs::write(&ca_cert_path, ca.cert_pem()).map_err(io(&ca_cert_path))?;
     let serving = ca.issue_serving(names)?;
     let serving_path = dir.join("serving-kube-apiserver.crt");
     std::fs::write(&serving_path, &serving.cert_pem).map_err(io(&serving_path))?;
@@ -99,5 +88,6 @@ pub fn prepare(
     Ok(ServerPki {
         ca_pem: ca.cert_pem().to_string(),
         serving,
+        ca,
     })
 }
