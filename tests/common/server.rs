@@ -113,7 +113,13 @@ impl TestServer {
         let database = TestDatabase::create(engine).await;
         let endpoint = database.endpoint().to_string();
         let first = TestServer::start_on(engine, endpoint.clone(), Some(database), |_| {}).await;
-        let second = TestServer::start_on(engine, endpoint, None, |_| {}).await;
+        // Later servers join with the cluster's token, as an operator passes it on.
+        let token = std::fs::read_to_string(first.data_dir().join("server").join("token"))
+            .expect("the first server wrote its token");
+        let second = TestServer::start_on(engine, endpoint, None, |config| {
+            config.token = token.trim().to_string();
+        })
+        .await;
         (first, second)
     }
 
