@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub disable: Vec<String>,
     /// This node's name (default: the host name).
     pub node_name: Option<String>,
+    /// Seconds without a heartbeat (node Lease renewal) before a node is marked NotReady
+    /// and tainted unreachable.
+    pub node_monitor_grace_period: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `capstan=debug,sqlx=warn` (default: `RUST_LOG`,
@@ -128,6 +131,7 @@ impl Default for ServerConfig {
             write_kubeconfig: None,
             disable: Vec::new(),
             node_name: None,
+            node_monitor_grace_period: 40,
             log_format: LogFormat::Text,
             log_level: None,
         }
@@ -362,6 +366,10 @@ pub struct ServerFlags {
     #[arg(long, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// Seconds without a node heartbeat before the node is marked NotReady [default: 40].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_monitor_grace_period: Option<u64>,
     /// Log line format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -24,9 +24,27 @@ struct Cli {
 enum Command {
     /// Run a server (today: the datastore and its maintenance; the API comes later).
     Server(Box<ServerFlags>),
+    /// Show the servers, agents and datastore of the cluster (reads the datastore directly).
+    Status(Box<StatusArgs>),
     /// Load generators to measure your own datastore and cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `capstan status`: the server's configuration flags, plus the output format.
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// `text` (aligned columns) or `json`.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: StatusOutput,
+    #[command(flatten)]
+    flags: ServerFlags,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusOutput {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -42,6 +60,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Server(flags) => serve(*flags).await,
+        Command::Status(args) => status(*args).await,
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
     };
     match outcome {
@@ -80,6 +99,17 @@ async fn serve(flags: ServerFlags) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
     }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load(&args.flags)?.config;
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let json = matches!(args.output, StatusOutput::Json);
+    print!("{}", capstan::cluster::status::run(&config, json).await?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {
