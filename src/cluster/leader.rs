@@ -40,6 +40,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> watch::Receiver<bool> {
     let (leading, receiver) = watch::channel(false);
+    LEADER.set(0);
     tasks.spawn(campaign(store, holder, leading, shutdown));
     receiver
 }

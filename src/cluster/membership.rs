@@ -201,6 +201,9 @@ impl Membership {
         shutdown: CancellationToken,
     ) -> Membership {
         let (publish, servers) = watch::channel(Vec::new());
+        // Registered now, so the metrics exist before the first change.
+        LazyLock::force(&SERVERS);
+        LazyLock::force(&MEMBERSHIP_CHANGES);
         let id = own.id.clone();
         tasks.spawn(run(store, own, leader, publish, shutdown));
         Membership { servers, id }
