@@ -90,8 +90,17 @@ fn ids(servers: &[ServerRecord]) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn members_see_each_other_and_a_clean_stop_leaves_at_once() {
-    let database = TestDatabase::create(Engine::Postgres).await;
+async fn members_see_each_other_and_a_clean_stop_leaves_at_once_on_postgres() {
+    members_see_each_other_and_a_clean_stop_leaves_at_once(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn members_see_each_other_and_a_clean_stop_leaves_at_once_on_mysql() {
+    members_see_each_other_and_a_clean_stop_leaves_at_once(Engine::MySql).await;
+}
+
+async fn members_see_each_other_and_a_clean_stop_leaves_at_once(engine: Engine) {
+    let database = TestDatabase::create(engine).await;
     let a = Member::start(&database, "server-a", "127.0.0.2:6443").await;
     let b = Member::start(&database, "server-b", "127.0.0.3:6443").await;
 

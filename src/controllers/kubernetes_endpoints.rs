@@ -37,7 +37,11 @@ pub(super) async fn run(
 ) -> Result<(), ControllerError> {
     loop {
         let current = servers.borrow_and_update().clone();
-        reconcile(&objects, &registry, &current, https_port).await?;
+        // The leader is a live server itself: an empty list only means membership has not
+        // been read yet, and writing it would empty the endpoints for a moment.
+        if !current.is_empty() {
+            reconcile(&objects, &registry, &current, https_port).await?;
+        }
         tokio::select! {
             changed = servers.changed() => {
                 if changed.is_err() {
