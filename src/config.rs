@@ -103,6 +103,9 @@ pub struct ServerConfig {
     pub service_cidr: String,
     /// DNS domain of the cluster; the same on every server.
     pub cluster_domain: String,
+    /// Seconds without a heartbeat (node Lease renewal) before a node is marked NotReady
+    /// and tainted unreachable.
+    pub node_monitor_grace_period: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `capstan=debug,sqlx=warn` (default: `RUST_LOG`,
@@ -137,6 +140,7 @@ impl Default for ServerConfig {
             cluster_cidr: "10.42.0.0/16".to_string(),
             service_cidr: "10.43.0.0/16".to_string(),
             cluster_domain: "cluster.local".to_string(),
+            node_monitor_grace_period: 40,
             log_format: LogFormat::Text,
             log_level: None,
         }
@@ -383,6 +387,10 @@ pub struct ServerFlags {
     #[arg(long, value_name = "DOMAIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_domain: Option<String>,
+    /// Seconds without a node heartbeat before the node is marked NotReady [default: 40].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_monitor_grace_period: Option<u64>,
     /// Log line format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,9 +27,27 @@ enum Command {
     Server(Box<ServerFlags>),
     /// Print the cluster token (`<data-dir>/server/token`), or rotate it.
     Token(Box<TokenArgs>),
+    /// Show the servers, agents and datastore of the cluster (reads the datastore directly).
+    Status(Box<StatusArgs>),
     /// Load generators to measure your own datastore and cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `capstan status`: the server's configuration flags, plus the output format.
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// `text` (aligned columns) or `json`.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: StatusOutput,
+    #[command(flatten)]
+    flags: ServerFlags,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusOutput {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -46,6 +64,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Server(flags) => serve(*flags).await,
         Command::Token(args) => token(*args).await,
+        Command::Status(args) => status(*args).await,
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
     };
     match outcome {
@@ -93,6 +112,17 @@ async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         Some(std::env::var("RUST_LOG").as_deref().unwrap_or("error")),
     )?;
     capstan::server::token::command(args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load(&args.flags)?.config;
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let json = matches!(args.output, StatusOutput::Json);
+    print!("{}", capstan::cluster::status::run(&config, json).await?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::api::{self, ApiState, tls::TlsError};
+use crate::cluster::leader;
+use crate::cluster::membership::{self, Membership, ServerRecord};
 use crate::cluster::pki::{self, PkiError};
 use crate::controllers;
 use crate::datastore::{self, DatastoreError, Store, masked};
@@ -188,7 +190,7 @@ async fn serve_api(
         .await
         .map_err(|source| ServerError::Listen { address, source })?;
 
-    let objects = ObjectStore::new(Storage::new(store));
+    let objects = ObjectStore::new(Storage::new(store.clone()));
     let registry = Arc::new(Registry::new());
     controllers::ensure_default_namespaces(&objects, &registry)
         .await
@@ -196,6 +198,28 @@ async fn serve_api(
     tasks.spawn(controllers::run(
         objects.clone(),
         registry.clone(),
+        shutdown.clone(),
+    ));
+    // Membership and leadership; the leader runs the singleton controllers.
+    let leading = leader::start(store.clone(), holder.to_string(), tasks, shutdown.clone());
+    let own_ip = membership::advertise_ip(config.advertise_address, config.bind_address);
+    let own = ServerRecord::new(
+        holder,
+        node_name,
+        SocketAddr::new(own_ip, config.https_listen_port),
+    );
+    let membership = Membership::start(store, own, leading.clone(), tasks, shutdown.clone());
+    tasks.spawn(controllers::run_leader_singletons(
+        objects.clone(),
+        registry.clone(),
+        membership.subscribe(),
+        leading,
+        controllers::LeaderSettings {
+            https_port: config.https_listen_port,
+            node_monitor_grace_period: std::time::Duration::from_secs(
+                config.node_monitor_grace_period,
+            ),
+        },
         shutdown.clone(),
     ));
     let advertised = config.advertise_address.unwrap_or(local_address);

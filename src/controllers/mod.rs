@@ -6,8 +6,11 @@
 //! - `bootstrap.rs`: the namespaces every cluster has.
 //! - `crd.rs`: CustomResourceDefinitions become served kinds on this server, and get their
 //!   `Established`/`NamesAccepted` status.
+//! - `kubernetes_endpoints.rs` and `node_lifecycle.rs`: the singletons, run by the cluster
+//!   leader only ([`run_leader_singletons`]): the `default/kubernetes` endpoints from the
+//!   live servers, and NotReady/unreachable marking of nodes whose heartbeat lapsed.
 //!
-//! Every controller runs on every server at once: each write is conditional (uid,
+//! Every other controller runs on every server at once: each write is conditional (uid,
 //! resourceVersion) and idempotent, and `NotFound`/`Conflict` just mean another server got
 //! there first. [`run`] owns the controller tasks; a controller that fails (the datastore
 //! is unreachable, its watch was cut off) is restarted with a fresh list after a back-off,
@@ -17,20 +20,27 @@ mod bootstrap;
 pub mod crd;
 mod gc;
 mod graph;
+mod kubernetes_endpoints;
 mod namespace;
+mod node_lifecycle;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::leader;
+use crate::cluster::membership::ServerRecord;
 use crate::datastore::DatastoreError;
 use crate::registry::{ObjectStore, Registry, RegistryError, ResourceType};
 
 pub use bootstrap::{DEFAULT_NAMESPACES, ensure_default_namespaces};
+pub use kubernetes_endpoints::KUBERNETES_SERVICE_IP;
 pub use namespace::KUBERNETES_FINALIZER;
+pub use node_lifecycle::{NODE_LEASE_NAMESPACE, UNREACHABLE_TAINT};
 
 /// Why a controller stopped (it is restarted).
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +82,56 @@ pub async fn run(objects: ObjectStore, registry: Arc<Registry>, shutdown: Cancel
     while let Some(done) = tasks.join_next().await {
         if let Err(error) = done {
             tracing::error!(%error, "a controller task ended abnormally");
+        }
+    }
+}
+
+/// What the leader-only controllers need to know.
+#[derive(Debug, Clone)]
+pub struct LeaderSettings {
+    /// This server's API port: the `kubernetes` Service's target port.
+    pub https_port: u16,
+    /// A node whose heartbeat is older than this is marked unreachable.
+    pub node_monitor_grace_period: Duration,
+}
+
+/// Runs the singletons (the `default/kubernetes` endpoints, node lifecycle) while `leader`
+/// says this server leads; stops them when leadership is lost and starts them again when it
+/// returns, until `shutdown`.
+pub async fn run_leader_singletons(
+    objects: ObjectStore,
+    registry: Arc<Registry>,
+    servers: watch::Receiver<Vec<ServerRecord>>,
+    mut leading: watch::Receiver<bool>,
+    settings: LeaderSettings,
+    shutdown: CancellationToken,
+) {
+    while leader::wait_to_lead(&mut leading, &shutdown).await {
+        let term = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        {
+            let (objects, registry, servers) = (objects.clone(), registry.clone(), servers.clone());
+            let port = settings.https_port;
+            tasks.spawn(supervise("kubernetes-endpoints", term.clone(), move || {
+                kubernetes_endpoints::run(objects.clone(), registry.clone(), servers.clone(), port)
+            }));
+        }
+        {
+            let (objects, registry) = (objects.clone(), registry.clone());
+            let grace = settings.node_monitor_grace_period;
+            tasks.spawn(supervise("node-lifecycle", term.clone(), move || {
+                node_lifecycle::run(objects.clone(), registry.clone(), grace)
+            }));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = leader::wait_to_lose(&mut leading) => {}
+        }
+        term.cancel();
+        while let Some(done) = tasks.join_next().await {
+            if let Err(error) = done {
+                tracing::error!(%error, "a leader controller task ended abnormally");
+            }
         }
     }
 }
