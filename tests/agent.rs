@@ -89,6 +89,8 @@ struct FakeState {
     refuse: Option<(StatusCode, String)>,
     seen: Mutex<Seen>,
     pushes: broadcast::Sender<Vec<Peer>>,
+    /// Ends the websocket sessions (axum runs them in tasks of their own).
+    killed: CancellationToken,
 }
 
 /// A registration server speaking `join::protocol` on `address` until stopped.
@@ -118,6 +120,7 @@ impl FakeServer {
             refuse,
             seen: Mutex::new(Seen::default()),
             pushes: broadcast::channel(16).0,
+            killed: CancellationToken::new(),
         });
         let router = Router::new()
             .route(CACERTS_PATH, get(cacerts))
@@ -159,6 +162,7 @@ impl FakeServer {
     /// Stops listening and drops every connection, like a killed server.
     fn stop(&self) {
         self.task.abort();
+        self.state.killed.cancel();
     }
 }
 
@@ -238,6 +242,7 @@ async fn session(state: Arc<FakeState>, node: String, mut socket: WebSocket) {
     let mut pushes = state.pushes.subscribe();
     loop {
         tokio::select! {
+            () = state.killed.cancelled() => return,
             pushed = pushes.recv() => {
                 let Ok(peers) = pushed else { return };
                 let text = serde_json::to_string(&ServerMessage::Peers { peers }).expect("serializes");
@@ -575,4 +580,52 @@ async fn bench_join_registers_every_simulated_agent_and_counts_them_per_server()
         .expect("the bench runs");
     assert_eq!(report.joined, 0);
     assert_eq!(report.failures.get("token rejected"), Some(&3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failover_is_reported_to_the_surviving_server() {
+    let cluster = Cluster::new();
+    let a = FakeServer::start(&cluster, "127.0.0.2", None).await;
+    let b = FakeServer::start(&cluster, "127.0.0.3", None).await;
+    a.set_peers(vec![a.peer(), b.peer()]);
+    b.set_peers(vec![a.peer(), b.peer()]);
+    let data = tempfile::tempdir().expect("temp dir");
+    // Registration through both, so the agent can re-register on the survivor.
+    let agent = RunningAgent::start(config(&[&a, &b], &cluster.full_token(), "n1", data.path()));
+
+    let reported_active = |server: &FakeServer| {
+        server
+            .state
+            .seen
+            .lock()
+            .expect("lock")
+            .reports
+            .iter()
+            .rev()
+            .map(|report| match report {
+                AgentMessage::Report {
+                    active_server,
+                    failovers,
+                } => (active_server.clone(), *failovers),
+            })
+            .next()
+    };
+    eventually("the agent reports an active server", || {
+        reported_active(&a).is_some_and(|(active, _)| active.is_some())
+    })
+    .await;
+    let (active, _) = reported_active(&a).expect("a report");
+    let (dead, survivor) = if active.as_deref() == Some(a.address.as_str()) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+
+    dead.stop();
+    let survivor_address = survivor.address.clone();
+    eventually("the survivor hears of the failover", || {
+        reported_active(survivor) == Some((Some(survivor_address.clone()), 1))
+    })
+    .await;
+    agent.stop().await;
 }
