@@ -43,6 +43,8 @@ pub async fn run(
     let mut client = None;
     let mut last_status: Option<(serde_json::Value, Instant)> = None;
     let mut node_created = false;
+    // Ready since the agent started: the transition time stays put between heartbeats.
+    let ready_since = now_seconds();
     let mut ticker = tokio::time::interval(LEASE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -80,7 +82,7 @@ pub async fn run(
             }
         };
         if due {
-            let stamped = stamp(status.clone());
+            let stamped = stamp(status.clone(), &ready_since);
             let nodes: Api<Node> = Api::all(client.clone());
             match nodes
                 .patch_status(
@@ -211,13 +213,13 @@ fn same_status(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     a == b
 }
 
-/// Adds the heartbeat and transition times to the Ready condition.
-fn stamp(mut status: serde_json::Value) -> serde_json::Value {
+/// Adds the heartbeat time (now) and the transition time (`since`) to the conditions.
+fn stamp(mut status: serde_json::Value, since: &str) -> serde_json::Value {
     let now = now_seconds();
     if let Some(conditions) = status.get_mut("conditions").and_then(|c| c.as_array_mut()) {
         for condition in conditions {
             condition["lastHeartbeatTime"] = json!(now);
-            condition["lastTransitionTime"] = json!(now);
+            condition["lastTransitionTime"] = json!(since);
         }
     }
     status
@@ -280,7 +282,11 @@ mod tests {
             name: "n1".into(),
             internal_ip: Some("127.0.0.5".parse().expect("ip")),
         };
-        let status = stamp(node_status(&facts));
+        let status = stamp(node_status(&facts), "2026-01-01T00:00:00Z");
+        assert_eq!(
+            status["conditions"][0]["lastTransitionTime"],
+            "2026-01-01T00:00:00Z"
+        );
         assert_eq!(status["addresses"][0]["address"], "127.0.0.5");
         assert_eq!(status["addresses"][1]["type"], "Hostname");
         assert_eq!(status["capacity"]["pods"], "110");

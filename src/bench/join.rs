@@ -32,17 +32,22 @@ pub struct JoinBenchArgs {
     )]
     pub servers: Vec<String>,
     /// The cluster token (full `K10…` form, or the bare secret).
-    #[arg(long, env = "CAPSTAN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CAPSTAN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: String,
     /// Simulated agents (node names `sim-0`, `sim-1`…).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100)]
     pub agents: usize,
     /// Registrations in flight at once.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 64)]
     pub concurrency: usize,
     /// Seconds to hold the connections open after all joined (answering pings), to measure
     /// the servers' memory.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub hold: u64,
     /// Print the report as JSON.
     #[arg(long)]
