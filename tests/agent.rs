@@ -91,6 +91,8 @@ struct FakeState {
     pushes: broadcast::Sender<Vec<Peer>>,
     /// Ends the websocket sessions (axum runs them in tasks of their own).
     killed: CancellationToken,
+    /// TCP connections accepted.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 /// A registration server speaking `join::protocol` on `address` until stopped.
@@ -121,13 +123,14 @@ impl FakeServer {
             seen: Mutex::new(Seen::default()),
             pushes: broadcast::channel(16).0,
             killed: CancellationToken::new(),
+            accepted: Default::default(),
         });
         let router = Router::new()
             .route(CACERTS_PATH, get(cacerts))
             .route(PING_PATH, get(|| async { "pong" }))
             .route(CONNECT_PATH, get(connect))
             .with_state(state.clone());
-        let task = tokio::spawn(serve(listener, cluster.tls.clone(), router));
+        let task = tokio::spawn(serve(listener, cluster.tls.clone(), router, state.clone()));
         FakeServer {
             address,
             state,
@@ -166,13 +169,21 @@ impl FakeServer {
     }
 }
 
-async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router: Router) {
+async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    state: Arc<FakeState>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        state
+            .accepted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (acceptor, router) = (acceptor.clone(), router.clone());
         connections.spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
@@ -628,4 +639,23 @@ async fn a_failover_is_reported_to_the_surviving_server() {
     })
     .await;
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_checks_reuse_one_connection_and_fail_when_the_server_dies() {
+    let cluster = Cluster::new();
+    let server = FakeServer::start(&cluster, "127.0.0.2", None).await;
+    let verified = capstan::agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
+    let mut pinger = capstan::agent::tls::Pinger::new(verified, &server.address);
+    for _ in 0..5 {
+        assert!(pinger.ping(PING_PATH, Duration::from_secs(2)).await);
+    }
+    let accepted = server
+        .state
+        .accepted
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(accepted, 1, "five pings, one connection");
+    server.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pinger.ping(PING_PATH, Duration::from_secs(2)).await);
 }

@@ -32,15 +32,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whether the backend at `host:port` is healthy.
 pub type HealthCheck = Arc<dyn Fn(String) -> BoxFuture<'static, bool> + Send + Sync>;
 
-/// `GET /ping` over TLS verified by `tls`, answered 200 within [`CHECK_TIMEOUT`].
+/// `GET /ping` over TLS verified by `tls`, answered 200 within [`CHECK_TIMEOUT`], on a
+/// connection kept open per backend.
 pub fn https_check(tls: Arc<ClientConfig>) -> HealthCheck {
+    type Pingers = HashMap<String, Arc<tokio::sync::Mutex<tls::Pinger>>>;
+    let pingers: Arc<Mutex<Pingers>> = Arc::default();
     Arc::new(move |address: String| {
-        let tls = tls.clone();
-        Box::pin(async move {
-            tls::get(tls, &address, PING_PATH, CHECK_TIMEOUT)
-                .await
-                .is_ok()
-        })
+        let pinger = pingers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(address.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(tls::Pinger::new(
+                    tls.clone(),
+                    &address,
+                )))
+            })
+            .clone();
+        Box::pin(async move { pinger.lock().await.ping(PING_PATH, CHECK_TIMEOUT).await })
     })
 }
 

@@ -172,18 +172,11 @@ async fn get_inner(
     address: &str,
     path: &str,
 ) -> Result<Vec<u8>, TlsError> {
-    let host = host_of(address).ok_or_else(|| TlsError::BadAddress(address.to_string()))?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| TlsError::BadAddress(address.to_string()))?;
     let io = |source| TlsError::Io {
         address: address.to_string(),
         source,
     };
-    let tcp = TcpStream::connect(address).await.map_err(io)?;
-    let mut tls = TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(io)?;
+    let mut tls = open(config, address).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: capstan-agent\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
@@ -219,6 +212,143 @@ async fn get_inner(
     } else {
         Ok(body.to_vec())
     }
+}
+
+/// A kept-alive HTTPS connection for `GET /ping`, so twice-a-second health checks cost a
+/// request each rather than a TLS handshake each (a fleet of agents would otherwise keep
+/// every server busy handshaking).
+pub struct Pinger {
+    config: Arc<ClientConfig>,
+    address: String,
+    connection: Option<tokio_rustls::client::TlsStream<TcpStream>>,
+}
+
+impl Pinger {
+    /// A pinger for `address` (`host:port`), verifying with `config`.
+    pub fn new(config: Arc<ClientConfig>, address: &str) -> Pinger {
+        Pinger {
+            config,
+            address: address.to_string(),
+            connection: None,
+        }
+    }
+
+    /// Whether `GET <path>` answers 200 within `timeout`, on the kept connection if it is
+    /// still good, else on a new one.
+    pub async fn ping(&mut self, path: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(connection) = self.connection.take() {
+            let reused =
+                tokio::time::timeout_at(deadline, ping_on(connection, &self.address, path));
+            match reused.await {
+                Ok(Ok(kept)) => {
+                    self.connection = kept;
+                    return true;
+                }
+                // Timed out: the server hangs; a new connection would not do better.
+                Err(_) => return false,
+                // Closed since (an idle timeout, a restart): try a fresh one.
+                Ok(Err(_)) => {}
+            }
+        }
+        let fresh = async {
+            let tls = open(self.config.clone(), &self.address)
+                .await
+                .map_err(|error| std::io::Error::other(error.to_string()))?;
+            ping_on(tls, &self.address, path).await
+        };
+        match tokio::time::timeout_at(deadline, fresh).await {
+            Ok(Ok(kept)) => {
+                self.connection = kept;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn open(
+    config: Arc<ClientConfig>,
+    address: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TlsError> {
+    let host = host_of(address).ok_or_else(|| TlsError::BadAddress(address.to_string()))?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| TlsError::BadAddress(address.to_string()))?;
+    let io = |source| TlsError::Io {
+        address: address.to_string(),
+        source,
+    };
+    let tcp = TcpStream::connect(address).await.map_err(io)?;
+    let _ = tcp.set_nodelay(true);
+    TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(io)
+}
+
+/// One keep-alive `GET` on `tls`; the connection back if the server keeps it open.
+async fn ping_on(
+    mut tls: tokio_rustls::client::TlsStream<TcpStream>,
+    address: &str,
+    path: &str,
+) -> std::io::Result<Option<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let bad = |why: &str| std::io::Error::other(format!("{address}: {why}"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: capstan-agent\r\nAccept: */*\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let (head_end, status, length, close) = loop {
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(bad("closed before answering"));
+        }
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&answer[..end]).map_err(|_| bad("garbled head"))?;
+            let mut lines = head.split("\r\n");
+            let status: u16 = lines
+                .next()
+                .and_then(|line| line.split(' ').nth(1))
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| bad("garbled status line"))?;
+            let mut length = None;
+            let mut close = false;
+            for line in lines {
+                let Some((name, value)) = line.split_once(':') else {
+                    continue;
+                };
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    // Not worth reading: answer once, then reconnect next time.
+                    close = true;
+                }
+            }
+            break (end + 4, status, length, close);
+        }
+        if answer.len() > 16 * 1024 {
+            return Err(bad("answer head too large"));
+        }
+    };
+    if status != 200 {
+        return Err(bad("not 200"));
+    }
+    let Some(length) = length.filter(|_| !close) else {
+        return Ok(None);
+    };
+    while answer.len() < head_end + length {
+        let n = tls.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some(tls))
 }
 
 /// Status, whether the body is chunked, and the body bytes of an HTTP/1.1 answer.
