@@ -322,8 +322,11 @@ impl Registration {
                     if last_heard.elapsed() > DEAD_AFTER {
                         return Ended::Dropped(format!("no word from the server for {DEAD_AFTER:?}"));
                     }
-                    if let Err(error) = self.socket.send(Message::Ping(Default::default())).await {
-                        return Ended::Dropped(error.to_string());
+                    // A stalled connection must not hold the loop past DEAD_AFTER.
+                    match tokio::time::timeout(DEAD_AFTER, self.socket.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => return Ended::Dropped(error.to_string()),
+                        Err(_) => return Ended::Dropped(format!("a ping could not be sent for {DEAD_AFTER:?}")),
                     }
                 }
                 changed = report_changed => {
@@ -363,10 +366,10 @@ impl Registration {
 
     async fn send(&mut self, message: &AgentMessage) -> Result<(), String> {
         let text = serde_json::to_string(message).map_err(|error| error.to_string())?;
-        self.socket
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(|error| error.to_string())
+        match tokio::time::timeout(DEAD_AFTER, self.socket.send(Message::Text(text.into()))).await {
+            Ok(sent) => sent.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("a report could not be sent for {DEAD_AFTER:?}")),
+        }
     }
 }
 
