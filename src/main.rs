@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use capstan::agent::AgentFlags;
 use capstan::bench::datastore::DatastoreBenchArgs;
+use capstan::bench::join::JoinBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
 use capstan::server::token::TokenArgs;
 
@@ -29,6 +31,8 @@ enum Command {
     Token(Box<TokenArgs>),
     /// Show the servers, agents and datastore of the cluster (reads the datastore directly).
     Status(Box<StatusArgs>),
+    /// Join a cluster as a node: register, keep the server list, serve a local load balancer.
+    Agent(Box<AgentFlags>),
     /// Load generators to measure your own datastore and cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -54,6 +58,8 @@ enum StatusOutput {
 enum BenchCommand {
     /// Writers, readers and watchers against a datastore endpoint; checks every event arrives.
     Datastore(DatastoreBenchArgs),
+    /// Many simulated agents registering at once; join latency and spread over servers.
+    Join(JoinBenchArgs),
 }
 
 #[tokio::main]
@@ -65,7 +71,9 @@ async fn main() -> ExitCode {
         Command::Server(flags) => serve(*flags).await,
         Command::Token(args) => token(*args).await,
         Command::Status(args) => status(*args).await,
+        Command::Agent(flags) => agent(*flags).await,
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
+        Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -123,6 +131,33 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     )?;
     let json = matches!(args.output, StatusOutput::Json);
     print!("{}", capstan::cluster::status::run(&config, json).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agent(flags: AgentFlags) -> anyhow::Result<ExitCode> {
+    init_tracing(LogFormat::Text, flags.log_level.as_deref())?;
+    let config = capstan::agent::AgentConfig::from_flags(&flags)?;
+    let shutdown = CancellationToken::new();
+    let agent = capstan::agent::run(config, shutdown.clone());
+    tokio::pin!(agent);
+    tokio::select! {
+        finished = &mut agent => return finished.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        signal = shutdown_signal() => {
+            let name = signal.context("cannot listen for shutdown signals")?;
+            tracing::info!(signal = name, "shutdown requested");
+            shutdown.cancel();
+        }
+    }
+    agent.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_join(args: JoinBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    capstan::bench::join::run(args).await?;
     Ok(ExitCode::SUCCESS)
 }
 

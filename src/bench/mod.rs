@@ -2,6 +2,7 @@
 //! own datastore and cluster.
 
 pub mod datastore;
+pub mod join;
 mod report;
 
 pub use report::DatastoreBenchReport;
