@@ -20,9 +20,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::api::{self, ApiState, tls::TlsError};
+use crate::cluster::certs::CertificateAuthority;
 use crate::cluster::pki::{self, PkiError};
 use crate::controllers;
 use crate::datastore::{self, DatastoreError, Store, masked};
+use crate::join::protocol::{ClusterToken, Peer};
+use crate::join::{self, JoinConfig, JoinState};
 use crate::registry::{ObjectStore, Registry, RegistryError};
 use crate::storage::Storage;
 
@@ -103,7 +106,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    let served = serve_api(&config, store.clone(), &node_name, &tasks, &shutdown).await;
+    let served = serve_api(
+        &config,
+        store.clone(),
+        &node_name,
+        &holder,
+        &tasks,
+        &shutdown,
+    )
+    .await;
     tasks.close();
     if let Err(error) = served {
         shutdown.cancel();
@@ -152,6 +163,21 @@ fn cluster_token(config: &ServerConfig) -> Result<String, ServerError> {
     Ok(secret)
 }
 
+/// The cluster CA `pki::prepare` keeps in `<data-dir>/server/tls` (the node certificates
+/// of registration are issued by it). To be replaced by the CA `ServerPki` carries once
+/// the bootstrap stores it in the datastore.
+fn cluster_ca(data_dir: &std::path::Path) -> Result<CertificateAuthority, PkiError> {
+    let dir = data_dir.join("server").join("tls");
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| PkiError::Io { path, source })
+    };
+    Ok(CertificateAuthority::from_pem(
+        &read("server-ca.crt")?,
+        &read("server-ca.key")?,
+    )?)
+}
+
 /// Every name the serving certificate must carry.
 fn serving_names(config: &ServerConfig, node_name: &str) -> Vec<String> {
     let mut names: Vec<String> = [
@@ -186,6 +212,7 @@ async fn serve_api(
     config: &ServerConfig,
     store: Store,
     node_name: &str,
+    server_id: &str,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
@@ -223,11 +250,36 @@ async fn serve_api(
         shutdown.clone(),
     ));
     let advertised = config.advertise_address.unwrap_or(local_address);
+    let advertised = SocketAddr::new(advertised, config.https_listen_port).to_string();
+    // Until membership feeds it, the peer list is this server alone.
+    let (_, peers) = tokio::sync::watch::channel(vec![Peer {
+        id: server_id.to_string(),
+        address: advertised.clone(),
+    }]);
+    let join = Arc::new(JoinState::new(JoinConfig {
+        objects: objects.clone(),
+        registry: registry.clone(),
+        secret: token
+            .parse::<ClusterToken>()
+            .map_or_else(|_| token.clone(), |parsed| parsed.secret),
+        ca: Arc::new(cluster_ca(&config.data_dir)?),
+        server_id: server_id.to_string(),
+        server_address: advertised.clone(),
+        peers,
+        shutdown: shutdown.clone(),
+    }));
+    {
+        let join = join.clone();
+        tasks.spawn(async move {
+            join.wait_for_connections(std::time::Duration::from_secs(10))
+                .await
+        });
+    }
     let state = Arc::new(ApiState::new(
         objects,
         registry,
         vec![token],
-        SocketAddr::new(advertised, config.https_listen_port).to_string(),
+        advertised,
         shutdown.clone(),
         config.max_requests_inflight,
     ));
@@ -235,7 +287,7 @@ async fn serve_api(
     tasks.spawn(api::tls::serve(
         listener,
         tls,
-        api::router(state),
+        join::router(join).merge(api::router(state)),
         shutdown.clone(),
         std::time::Duration::from_secs(10),
     ));

@@ -6,6 +6,7 @@
 //! - `bootstrap.rs`: the namespaces every cluster has.
 //! - `crd.rs`: CustomResourceDefinitions become served kinds on this server, and get their
 //!   `Established`/`NamesAccepted` status.
+//! - `node_password.rs`: a deleted Node's password Secret is deleted; orphans are swept.
 //!
 //! Every controller runs on every server at once: each write is conditional (uid,
 //! resourceVersion) and idempotent, and `NotFound`/`Conflict` just mean another server got
@@ -18,6 +19,7 @@ pub mod crd;
 mod gc;
 mod graph;
 mod namespace;
+mod node_password;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +64,12 @@ pub async fn run(objects: ObjectStore, registry: Arc<Registry>, shutdown: Cancel
         let (objects, registry) = (objects.clone(), registry.clone());
         tasks.spawn(supervise("namespace", shutdown.clone(), move || {
             namespace::run(objects.clone(), registry.clone())
+        }));
+    }
+    {
+        let (objects, registry) = (objects.clone(), registry.clone());
+        tasks.spawn(supervise("node-password", shutdown.clone(), move || {
+            node_password::run(objects.clone(), registry.clone())
         }));
     }
     tasks.spawn(supervise(
