@@ -17,8 +17,8 @@ use capstan::cluster::agents::{AgentRecord, record_key};
 use capstan::cluster::certs::{IssuedCert, admin_kubeconfig};
 use capstan::datastore::{Engine, Store};
 use capstan::join::protocol::{
-    AgentMessage, CACERTS_PATH, CONNECT_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, PING_PATH,
-    ServerMessage, ca_hash,
+    AgentMessage, CACERTS_PATH, CONNECT_PATH, DEAD_AFTER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER,
+    PING_INTERVAL, PING_PATH, ServerMessage, ca_hash,
 };
 use common::TestDatabase;
 use common::server::{TestServer, anonymous_client, client_from_kubeconfig};
@@ -36,9 +36,41 @@ type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 /// How long the server may take to act on a change (a controller, a closed socket).
 const SETTLE: Duration = Duration::from_secs(15);
 
+/// Where the server runs: in this process, or as a child process (to measure its memory).
+enum Running {
+    InProcess(Box<TestServer>),
+    Child(ServerProcess),
+}
+
+/// `capstan server` as a child process on a given datastore, killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    /// Peak resident memory of the server process, from /proc (Linux).
+    fn peak_rss_bytes(&self) -> u64 {
+        peak_rss_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
 /// A server with the database it runs on and what an agent needs to reach it.
 struct Cluster {
-    server: TestServer,
+    running: Running,
+    /// An admin client.
+    client: kube::Client,
+    /// `https://127.0.0.1:<port>`.
+    url: String,
+    kubeconfig: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
     database: TestDatabase,
     store: Store,
     token: String,
@@ -53,12 +85,80 @@ impl Cluster {
             config.datastore_endpoint = endpoint
         })
         .await;
-        let store = database.open().await;
         let token = std::fs::read_to_string(server.data_dir().join("server/token"))
             .expect("the server wrote its token")
             .trim()
             .to_string();
-        let kubeconfig = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
+        let (client, url) = (server.client.clone(), server.url.clone());
+        let kubeconfig = server.kubeconfig.clone();
+        let data_dir = server.data_dir().to_path_buf();
+        let running = Running::InProcess(Box::new(server));
+        Cluster::finish(running, client, url, kubeconfig, data_dir, database, token).await
+    }
+
+    /// A server started as a child process (the binary cargo built).
+    async fn start_process() -> Cluster {
+        common::install_crypto_provider();
+        let database = TestDatabase::create(Engine::Postgres).await;
+        let data_dir = tempfile::tempdir().expect("a temporary data dir");
+        let port = common::process::free_port();
+        let token = format!("{:032x}", rand::random::<u128>());
+        let log_path = data_dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("a log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--bind-address", "127.0.0.1", "--node-name", "load-server"])
+            .args(["--https-listen-port", &port.to_string()])
+            .args(["--datastore-endpoint", database.endpoint()])
+            .args(["--token", &token])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("the log file can be duplicated"))
+            .stderr(log)
+            .spawn()
+            .expect("the capstan binary starts");
+        let process = ServerProcess { child, data_dir };
+        let kubeconfig = process.data_dir.path().join("server/admin.kubeconfig");
+        let started = Instant::now();
+        let client = loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server process did not become ready: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            if kubeconfig.exists()
+                && let Ok(client) = client_from_kubeconfig(&kubeconfig).await
+                && client
+                    .request_text(
+                        http::Request::get("/readyz")
+                            .body(Vec::new())
+                            .expect("a request"),
+                    )
+                    .await
+                    .is_ok()
+            {
+                break client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let url = format!("https://127.0.0.1:{port}");
+        let data_dir = process.data_dir.path().to_path_buf();
+        let running = Running::Child(process);
+        Cluster::finish(running, client, url, kubeconfig, data_dir, database, token).await
+    }
+
+    async fn finish(
+        running: Running,
+        client: kube::Client,
+        url: String,
+        kubeconfig_path: std::path::PathBuf,
+        data_dir: std::path::PathBuf,
+        database: TestDatabase,
+        token: String,
+    ) -> Cluster {
+        let store = database.open().await;
+        let kubeconfig = std::fs::read_to_string(&kubeconfig_path).expect("the kubeconfig");
         let parsed: serde_json::Value =
             serde_saphyr::from_str(&kubeconfig).expect("the kubeconfig is YAML");
         let ca_data = parsed
@@ -72,7 +172,11 @@ impl Cluster {
         )
         .expect("a PEM CA");
         Cluster {
-            server,
+            running,
+            client,
+            url,
+            kubeconfig: kubeconfig_path,
+            data_dir,
             database,
             store,
             token,
@@ -81,7 +185,10 @@ impl Cluster {
     }
 
     async fn stop(self) {
-        self.server.stop().await;
+        match self.running {
+            Running::InProcess(server) => server.stop().await,
+            Running::Child(process) => drop(process),
+        }
         self.database.cleanup().await;
     }
 
@@ -94,7 +201,7 @@ impl Cluster {
     ) -> Result<Socket, tungstenite::Error> {
         let url = format!(
             "{}{CONNECT_PATH}",
-            self.server.url.replacen("https://", "wss://", 1)
+            self.url.replacen("https://", "wss://", 1)
         );
         let mut request = url.into_client_request().expect("a websocket request");
         let headers = request.headers_mut();
@@ -127,7 +234,7 @@ impl Cluster {
     }
 
     fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.server.client.clone(), "kube-system")
+        Api::namespaced(self.client.clone(), "kube-system")
     }
 
     async fn password_secret(&self, node: &str) -> Option<Secret> {
@@ -146,17 +253,52 @@ impl Cluster {
     }
 }
 
-/// The next server message (pings are answered by the library and skipped).
-async fn next_message(socket: &mut Socket) -> ServerMessage {
-    loop {
-        let frame = tokio::time::timeout(SETTLE, socket.next())
+/// A connected agent: a task reads the socket all the time (so the library answers the
+/// server's pings, as a live agent does) and hands server messages over a channel.
+struct Agent {
+    sink: futures::stream::SplitSink<Socket, Message>,
+    messages: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    fn new(socket: Socket) -> Agent {
+        let (sink, mut stream) = socket.split();
+        let (sender, messages) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                if let Message::Text(text) = frame {
+                    let message = serde_json::from_str(text.as_str()).expect("a server message");
+                    if sender.send(message).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Agent {
+            sink,
+            messages,
+            reader,
+        }
+    }
+
+    async fn next_message(&mut self) -> ServerMessage {
+        tokio::time::timeout(SETTLE, self.messages.recv())
             .await
             .expect("a message within the timeout")
             .expect("the connection stays open")
-            .expect("a frame");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).expect("a server message");
-        }
+    }
+
+    async fn send_text(&mut self, text: String) {
+        self.sink
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send a message");
+    }
+
+    async fn close(mut self) {
+        self.sink.close().await.expect("close the connection");
+        let _ = tokio::time::timeout(SETTLE, self.reader).await;
     }
 }
 
@@ -209,7 +351,7 @@ async fn get_text(client: &kube::Client, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_registers_gets_a_working_certificate_and_leaves_no_trace_when_it_goes() {
     let cluster = Cluster::start().await;
-    let anonymous = anonymous_client(&cluster.server.kubeconfig).await;
+    let anonymous = anonymous_client(&cluster.kubeconfig).await;
 
     // No credentials needed for the CA bundle and the health check; the API still wants them.
     let served_ca = get_text(&anonymous, CACERTS_PATH).await;
@@ -228,35 +370,37 @@ async fn an_agent_registers_gets_a_working_certificate_and_leaves_no_trace_when_
     );
 
     let password = "a6f0c3e1d2b4958776a1b2c3d4e5f60718293a4b5c6d7e8f9012345678abcdef";
-    let mut socket = cluster
-        .connect(&cluster.token, "worker-1", password)
-        .await
-        .expect("the right token and a new node are accepted");
+    let mut agent = Agent::new(
+        cluster
+            .connect(&cluster.token, "worker-1", password)
+            .await
+            .expect("the right token and a new node are accepted"),
+    );
     let ServerMessage::Welcome {
         server_id,
         node_name,
         peers,
         client_cert_pem,
         client_key_pem,
-    } = next_message(&mut socket).await
+    } = agent.next_message().await
     else {
         panic!("the first message must be the welcome");
     };
     assert_eq!(node_name, "worker-1");
-    let port = cluster.server.url.rsplit(':').next().expect("a port");
+    let port = cluster.url.rsplit(':').next().expect("a port");
     assert_eq!(peers.len(), 1, "{peers:?}");
     assert_eq!(peers[0].id, server_id);
     assert_eq!(peers[0].address, format!("127.0.0.1:{port}"));
 
     // The node's certificate is accepted by the API.
-    let node_kubeconfig = cluster.server.data_dir().join("worker-1.kubeconfig");
+    let node_kubeconfig = cluster.data_dir.join("worker-1.kubeconfig");
     let node_cert = IssuedCert {
         cert_pem: client_cert_pem,
         key_pem: client_key_pem,
     };
     std::fs::write(
         &node_kubeconfig,
-        admin_kubeconfig(&cluster.server.url, &cluster.ca_pem, &node_cert),
+        admin_kubeconfig(&cluster.url, &cluster.ca_pem, &node_cert),
     )
     .expect("write the node's kubeconfig");
     let node_client = client_from_kubeconfig(&node_kubeconfig)
@@ -293,22 +437,18 @@ async fn an_agent_registers_gets_a_working_certificate_and_leaves_no_trace_when_
         active_server: Some(server_id.clone()),
         failovers: 2,
     };
-    socket
-        .send(Message::Text(
-            serde_json::to_string(&report).expect("a report").into(),
-        ))
-        .await
-        .expect("send a report");
-    socket
-        .send(Message::Text(r#"{"type":"fromTheFuture"}"#.into()))
-        .await
-        .expect("send an unknown message");
+    agent
+        .send_text(serde_json::to_string(&report).expect("a report"))
+        .await;
+    agent
+        .send_text(r#"{"type":"fromTheFuture"}"#.to_string())
+        .await;
     eventually("the report reaching the metrics", || async {
-        let metrics = get_text(&cluster.server.client, "/metrics").await;
+        let metrics = get_text(&cluster.client, "/metrics").await;
         metric(&metrics, "capstan_agent_lb_failovers_total") >= 2.0
     })
     .await;
-    let metrics = get_text(&cluster.server.client, "/metrics").await;
+    let metrics = get_text(&cluster.client, "/metrics").await;
     assert!(
         metric(
             &metrics,
@@ -322,29 +462,28 @@ async fn an_agent_registers_gets_a_working_certificate_and_leaves_no_trace_when_
     );
 
     // The same agent reconnects with its password: accepted again.
-    let mut again = cluster
-        .connect(&cluster.token, "worker-1", password)
-        .await
-        .expect("the same password is accepted again");
+    let mut again = Agent::new(
+        cluster
+            .connect(&cluster.token, "worker-1", password)
+            .await
+            .expect("the same password is accepted again"),
+    );
     assert!(matches!(
-        next_message(&mut again).await,
+        again.next_message().await,
         ServerMessage::Welcome { .. }
     ));
-    again
-        .close(None)
-        .await
-        .expect("close the second connection");
+    again.close().await;
 
     // Closing the connection removes the record (the second connection's close, which
     // replaced it, removed it; the first one's close must not leave or restore anything).
-    socket.close(None).await.expect("close the connection");
+    agent.close().await;
     eventually("the connection record's removal", || async {
         cluster.record("worker-1").await.is_none()
     })
     .await;
 
     // Deleting the Node deletes the password Secret.
-    let nodes: Api<Node> = Api::all(cluster.server.client.clone());
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
     let node: Node = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"}
     }))
@@ -423,7 +562,7 @@ async fn refused_registrations_say_why_and_change_nothing() {
         .expect("the accepted agent's record stays");
     assert!(!record.server_id.is_empty());
 
-    let metrics = get_text(&cluster.server.client, "/metrics").await;
+    let metrics = get_text(&cluster.client, "/metrics").await;
     for result in ["bad_token", "bad_password", "invalid_request"] {
         let series = format!("capstan_join_registrations_total{{result=\"{result}\"}}");
         assert!(metric(&metrics, &series) >= 1.0, "{series} in:\n{metrics}");
@@ -431,4 +570,234 @@ async fn refused_registrations_say_why_and_change_nothing() {
 
     drop(first);
     cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_dropped_and_its_record_removed() {
+    let cluster = Cluster::start().await;
+    // Connected, then never read again: the library cannot answer the server's pings.
+    let silent = cluster
+        .connect(&cluster.token, "worker-3", "pw-three")
+        .await
+        .expect("the registration is accepted");
+    eventually("the connection record", || async {
+        cluster.record("worker-3").await.is_some()
+    })
+    .await;
+    let started = Instant::now();
+    eventually("the silent agent's removal", || async {
+        cluster.record("worker-3").await.is_none()
+    })
+    .await;
+    assert!(
+        started.elapsed() >= DEAD_AFTER - PING_INTERVAL,
+        "the server must wait for {DEAD_AFTER:?} of silence, not close at once"
+    );
+    drop(silent);
+    cluster.stop().await;
+}
+
+/// Peak resident memory (VmHWM) in a /proc status file (Linux).
+fn peak_rss_of(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).expect("a /proc status file");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("VmHWM in kB")
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_agents_register_at_once_within_bounded_memory() {
+    const AGENTS: usize = 500;
+    let cluster = Cluster::start_process().await;
+    let cluster = Arc::new(cluster);
+    let started = Instant::now();
+    let mut joins = tokio::task::JoinSet::new();
+    for index in 0..AGENTS {
+        let cluster = cluster.clone();
+        joins.spawn(async move {
+            let node = format!("load-{index}");
+            let mut agent = Agent::new(
+                cluster
+                    .connect(&cluster.token, &node, &format!("password-{index}"))
+                    .await
+                    .unwrap_or_else(|error| panic!("{node} registers: {error}")),
+            );
+            let welcome = agent.next_message().await;
+            assert!(matches!(welcome, ServerMessage::Welcome { .. }), "{node}");
+            agent
+        });
+    }
+    let mut agents = Vec::new();
+    while let Some(joined) = joins.join_next().await {
+        agents.push(joined.expect("an agent task"));
+    }
+    let elapsed = started.elapsed();
+    let Running::Child(process) = &cluster.running else {
+        panic!("the load test runs the server as a child process");
+    };
+    let peak = process.peak_rss_bytes();
+    eprintln!(
+        "{AGENTS} registrations in {elapsed:?}; peak memory of the server: {} MiB",
+        peak / (1024 * 1024)
+    );
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "{AGENTS} registrations took {elapsed:?}"
+    );
+    assert!(
+        peak < 200 * 1024 * 1024,
+        "peak memory {} MiB",
+        peak / (1024 * 1024)
+    );
+    let metrics = get_text(&cluster.client, "/metrics").await;
+    assert!(
+        metric(&metrics, "capstan_join_agents_connected") >= AGENTS as f64,
+        "{metrics}"
+    );
+    for agent in agents {
+        agent.close().await;
+    }
+    let cluster = Arc::into_inner(cluster).expect("every agent task ended");
+    cluster.stop().await;
+}
+
+/// The registration routes merged in front of the API router, served without TLS, with a
+/// peer list the test controls: changes reach connected agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_list_changes_reach_connected_agents() {
+    use capstan::api::{ApiState, router as api_router};
+    use capstan::cluster::certs::CertificateAuthority;
+    use capstan::join::protocol::Peer;
+    use capstan::join::{JoinConfig, JoinState, router as join_router};
+    use capstan::registry::{ObjectStore, Registry};
+    use capstan::storage::Storage;
+
+    let database = TestDatabase::create(Engine::Sqlite).await;
+    let objects = ObjectStore::new(Storage::new(database.open().await));
+    let registry = Arc::new(Registry::new());
+    capstan::controllers::ensure_default_namespaces(&objects, &registry)
+        .await
+        .expect("default namespaces");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let me = Peer {
+        id: "server-a".to_string(),
+        address: "127.0.0.2:6443".to_string(),
+    };
+    let (peers, peers_seen) = tokio::sync::watch::channel(vec![me.clone()]);
+    let join = Arc::new(JoinState::new(JoinConfig {
+        objects: objects.clone(),
+        registry: registry.clone(),
+        secret: "s3cret".to_string(),
+        ca: Arc::new(CertificateAuthority::generate("test-ca").expect("a CA")),
+        server_id: me.id.clone(),
+        server_address: me.address.clone(),
+        peers: peers_seen,
+        shutdown: shutdown.clone(),
+    }));
+    let api = Arc::new(ApiState::new(
+        objects,
+        registry,
+        vec!["s3cret".to_string()],
+        me.address.clone(),
+        shutdown.clone(),
+        100,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("an address");
+    let app = join_router(join.clone()).merge(api_router(api));
+    let served = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    };
+
+    // The merged router: registration routes need no credentials, the API still does.
+    let plain = |path: &str| format!("http://{address}{path}");
+    let http_get = |url: String| async move {
+        let (mut socket, path) = {
+            let rest = url.trim_start_matches("http://");
+            let (host, path) = rest.split_once('/').expect("a path");
+            (
+                tokio::net::TcpStream::connect(host).await.expect("connect"),
+                format!("/{path}"),
+            )
+        };
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await.expect("read");
+        answer
+    };
+    let ping = http_get(plain(PING_PATH)).await;
+    assert!(
+        ping.starts_with("HTTP/1.1 200") && ping.ends_with("pong"),
+        "{ping}"
+    );
+    let nodes = http_get(plain("/api/v1/nodes")).await;
+    assert!(nodes.starts_with("HTTP/1.1 401"), "{nodes}");
+
+    let mut request = format!("ws://{address}{CONNECT_PATH}")
+        .into_client_request()
+        .expect("a websocket request");
+    let headers = request.headers_mut();
+    headers.insert("authorization", "Bearer s3cret".parse().expect("a value"));
+    headers.insert(NODE_NAME_HEADER, "edge-1".parse().expect("a value"));
+    headers.insert(NODE_PASSWORD_HEADER, "pw".parse().expect("a value"));
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the registration is accepted");
+    let mut agent = Agent::new(socket);
+    let ServerMessage::Welcome { peers: first, .. } = agent.next_message().await else {
+        panic!("the first message must be the welcome");
+    };
+    assert_eq!(first, vec![me.clone()]);
+
+    let other = Peer {
+        id: "server-b".to_string(),
+        address: "127.0.0.3:6443".to_string(),
+    };
+    peers.send_replace(vec![other.clone(), me.clone()]);
+    assert_eq!(
+        agent.next_message().await,
+        ServerMessage::Peers {
+            peers: vec![me.clone(), other.clone()]
+        },
+        "a new server reaches the agent, sorted"
+    );
+    peers.send_replace(vec![other.clone()]);
+    assert_eq!(
+        agent.next_message().await,
+        ServerMessage::Peers { peers: vec![other] },
+        "a server leaving reaches the agent"
+    );
+    assert_eq!(join.connected_agents().len(), 1);
+
+    // Shutdown closes the connection and waits for it.
+    shutdown.cancel();
+    tokio::time::timeout(SETTLE, join.wait_for_connections(SETTLE))
+        .await
+        .expect("connections close at shutdown");
+    assert!(join.connected_agents().is_empty());
+    served
+        .await
+        .expect("the server task")
+        .expect("the server stops cleanly");
+    drop(agent);
+    database.cleanup().await;
 }

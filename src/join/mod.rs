@@ -45,6 +45,8 @@ use protocol::{
 
 /// Largest websocket message accepted from an agent (reports are tiny).
 const MAX_AGENT_MESSAGE: usize = 64 * 1024;
+/// Read buffer of one agent's websocket.
+const SOCKET_BUFFER: usize = 8 * 1024;
 /// Longest node password accepted (agents generate 64 hex characters).
 const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest Kubernetes object name; the password Secret's name must fit.
@@ -314,7 +316,11 @@ async fn connect(
     metrics::registration(Outcome::Accepted);
     tracing::info!(%node, "agent registered");
     let sessions = state.sessions.clone();
+    // Small buffers (the defaults are 128 KiB each way): hundreds of mostly idle agents
+    // per server exchange messages of a few kilobytes at most.
     upgrade
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(MAX_AGENT_MESSAGE)
         .max_frame_size(MAX_AGENT_MESSAGE)
         .on_upgrade(move |socket| {

@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -57,6 +57,9 @@ pub struct Passwords {
     objects: ObjectStore,
     registry: Arc<Registry>,
     hashing: Arc<Semaphore>,
+    /// Argon2 working memory, one buffer per slot, reused: the allocator never sees
+    /// 19 MiB come and go hundreds of times (glibc would keep much of it per thread).
+    buffers: Arc<Mutex<Vec<Vec<Block>>>>,
     verified: Mutex<HashMap<String, Verified>>,
 }
 
@@ -67,6 +70,7 @@ impl Passwords {
             objects,
             registry,
             hashing: Arc::new(Semaphore::new(HASHES_AT_ONCE)),
+            buffers: Arc::new(Mutex::new(Vec::new())),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -164,35 +168,23 @@ impl Passwords {
     /// A new Argon2id PHC string for `password`, on the blocking pool.
     async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_string();
-        self.blocking(move || {
-            let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-                .map_err(|e| PasswordError::Hashing(e.to_string()))?;
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| PasswordError::Hashing(e.to_string()))
-        })
-        .await
+        let salt: [u8; 16] = rand::random();
+        self.blocking(move |memory| hash_with(memory, password.as_bytes(), &salt))
+            .await
     }
 
     /// Whether `password` matches the PHC string `hash`, on the blocking pool.
     async fn verify(&self, password: &str, hash: &str) -> Result<bool, PasswordError> {
         let (password, hash) = (password.to_string(), hash.to_string());
-        self.blocking(move || {
-            let Ok(parsed) = PasswordHash::new(&hash) else {
-                return Ok(false);
-            };
-            Ok(Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok())
-        })
-        .await
+        self.blocking(move |memory| Ok(verify_with(memory, password.as_bytes(), &hash)))
+            .await
     }
 
-    /// Runs `work` on the blocking pool once one of the [`HASHES_AT_ONCE`] slots is free.
+    /// Runs `work` on the blocking pool once one of the [`HASHES_AT_ONCE`] slots is free,
+    /// lending it one of the reused Argon2 memory buffers.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
         let permit = self
             .hashing
@@ -200,13 +192,98 @@ impl Passwords {
             .acquire_owned()
             .await
             .map_err(|e| PasswordError::Hashing(e.to_string()))?;
+        let buffers = self.buffers.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            work()
+            let mut memory = buffers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
+            let result = work(&mut memory);
+            buffers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(memory);
+            result
         })
         .await
         .map_err(|e| PasswordError::Hashing(e.to_string()))?
     }
+}
+
+/// Argon2 memory beyond which a stored hash is not even tried (a Secret written by hand
+/// with absurd parameters must not take the server's memory): 64 MiB.
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// Grows `memory` to `blocks` blocks (kept between runs: no allocation per hash).
+fn memory_for(memory: &mut Vec<Block>, blocks: usize) -> &mut [Block] {
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    &mut memory[..blocks]
+}
+
+/// The Argon2id PHC string of `password` with `salt` and the default (OWASP) parameters.
+fn hash_with(
+    memory: &mut Vec<Block>,
+    password: &[u8],
+    salt: &[u8],
+) -> Result<String, PasswordError> {
+    let failed = |e: &dyn std::fmt::Display| PasswordError::Hashing(e.to_string());
+    let params = Params::DEFAULT;
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(
+            password,
+            salt,
+            &mut out,
+            memory_for(memory, params.block_count()),
+        )
+        .map_err(|e| failed(&e))?;
+    let salt = SaltString::encode_b64(salt).map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` matches the PHC string `hash` (false for anything unreadable).
+fn verify_with(memory: &mut Vec<Block>, password: &[u8], hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let (Ok(params), Some(salt), Some(expected)) =
+        (Params::try_from(&parsed), parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    if params.block_count() > MAX_BLOCKS {
+        return false;
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    argon
+        .hash_password_into_with_memory(password, salt, &mut out, memory_for(memory, blocks))
+        .is_ok()
+        && same_bytes(&out, expected.as_bytes())
 }
 
 /// The Secret storing `hash` under `name`.
@@ -237,28 +314,29 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier as _;
 
     #[test]
-    fn the_secret_holds_a_hash_never_the_password() {
-        let salt = SaltString::encode_b64(&[7u8; 16]).expect("16 bytes make a salt");
-        let hash = Argon2::default()
-            .hash_password(b"correct horse", &salt)
-            .expect("hashing works")
-            .to_string();
+    fn the_secret_holds_a_standard_hash_never_the_password() {
+        let mut memory = Vec::new();
+        let hash = hash_with(&mut memory, b"correct horse", &[7u8; 16]).expect("hashing works");
         let secret = password_secret("n1.node-password.capstan", &hash);
         assert!(!secret.to_string().contains("correct horse"));
         let stored = stored_hash(&secret).expect("the hash reads back");
-        assert!(stored.starts_with("$argon2id$"));
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        // Any Argon2 implementation checks it.
         let parsed = PasswordHash::new(&stored).expect("a PHC string");
         assert!(
             Argon2::default()
                 .verify_password(b"correct horse", &parsed)
                 .is_ok()
         );
-        assert!(
-            Argon2::default()
-                .verify_password(b"other", &parsed)
-                .is_err()
-        );
+        // The reused buffer verifies right and wrong passwords.
+        assert!(verify_with(&mut memory, b"correct horse", &stored));
+        assert!(!verify_with(&mut memory, b"other", &stored));
+        assert!(!verify_with(&mut memory, b"correct horse", "not a hash"));
     }
 }
