@@ -523,10 +523,12 @@ async fn refused_registrations_say_why_and_change_nothing() {
     assert_eq!(code, 400, "{body}");
 
     // The first registration of the name wins it.
-    let first = cluster
-        .connect(&cluster.token, "worker-2", "pw-one")
-        .await
-        .expect("the first registration is accepted");
+    let first = Agent::new(
+        cluster
+            .connect(&cluster.token, "worker-2", "pw-one")
+            .await
+            .expect("the first registration is accepted"),
+    );
     let before = cluster
         .password_secret("worker-2")
         .await
@@ -568,7 +570,7 @@ async fn refused_registrations_say_why_and_change_nothing() {
         assert!(metric(&metrics, &series) >= 1.0, "{series} in:\n{metrics}");
     }
 
-    drop(first);
+    first.close().await;
     cluster.stop().await;
 }
 

@@ -2,7 +2,8 @@
 //! registration address. `protocol.rs` holds the wire format both sides speak; this file
 //! the routes (`/cacerts`, `/ping`, `/v1-capstan/connect`) and the checks made before a
 //! websocket is opened; `password.rs` the node password Secret; `session.rs` an accepted
-//! connection (welcome, peer list pushes, pings, the connection record).
+//! connection (welcome, peer list pushes, pings, the connection record); `metrics.rs` the
+//! counters and gauges.
 //!
 //! Every refusal is a plain HTTP answer with a Kubernetes `Status` body, made before the
 //! upgrade and before anything is written: 401 for a wrong token, 400 for a malformed node

@@ -159,12 +159,6 @@ impl Passwords {
         );
     }
 
-    /// Forgets what was verified for `node` (its Secret was deleted).
-    pub fn forget(&self, node: &str) {
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        verified.remove(node);
-    }
-
     /// A new Argon2id PHC string for `password`, on the blocking pool.
     async fn hash(&self, password: &str) -> Result<String, PasswordError> {
         let password = password.to_string();
