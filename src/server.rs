@@ -25,6 +25,8 @@ use crate::cluster::membership::{self, Membership, ServerRecord};
 use crate::cluster::pki::{self, PkiError};
 use crate::controllers;
 use crate::datastore::{self, DatastoreError, Store, masked};
+use crate::join::protocol::Peer;
+use crate::join::{self, JoinConfig, JoinState};
 use crate::registry::{ObjectStore, Registry, RegistryError};
 use crate::storage::Storage;
 
@@ -124,6 +126,41 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// The live servers as agents see them, following membership until shutdown.
+fn peer_list(
+    mut servers: tokio::sync::watch::Receiver<Vec<ServerRecord>>,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<Vec<Peer>> {
+    let as_peers = |records: &[ServerRecord]| {
+        let mut peers: Vec<Peer> = records
+            .iter()
+            .map(|record| Peer {
+                id: record.id.clone(),
+                address: record.address.clone(),
+            })
+            .collect();
+        peers.sort();
+        peers
+    };
+    let (publish, peers) = tokio::sync::watch::channel(as_peers(&servers.borrow_and_update()));
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = servers.changed() => if changed.is_err() { return },
+            }
+            let next = as_peers(&servers.borrow_and_update());
+            publish.send_if_modified(|current| {
+                let changed = *current != next;
+                *current = next;
+                changed
+            });
+        }
+    });
+    peers
+}
+
 /// Every name the serving certificate must carry.
 fn serving_names(config: &ServerConfig, node_name: &str) -> Vec<String> {
     let mut names: Vec<String> = [
@@ -177,13 +214,14 @@ async fn serve_api(
         SocketAddr::new(local_address, config.https_listen_port)
     );
     let kubeconfig = config.effective_write_kubeconfig();
-    let pki = pki::prepare(
-        ca,
-        &config.data_dir,
-        &serving_names(config, node_name),
-        &server_url,
-        &kubeconfig,
-    )?;
+    // The address other servers' agents reach this one at; its certificate must name it,
+    // since agents verify it when they connect to peers directly.
+    let own_ip = membership::advertise_ip(config.advertise_address, config.bind_address);
+    let mut names = serving_names(config, node_name);
+    names.push(own_ip.to_string());
+    names.sort();
+    names.dedup();
+    let pki = pki::prepare(ca, &config.data_dir, &names, &server_url, &kubeconfig)?;
     let tls = api::tls::server_config(&pki)?;
     let address = SocketAddr::new(config.bind_address, config.https_listen_port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -202,7 +240,6 @@ async fn serve_api(
     ));
     // Membership and leadership; the leader runs the singleton controllers.
     let leading = leader::start(store.clone(), holder.to_string(), tasks, shutdown.clone());
-    let own_ip = membership::advertise_ip(config.advertise_address, config.bind_address);
     let own = ServerRecord::new(
         holder,
         node_name,
@@ -222,12 +259,30 @@ async fn serve_api(
         },
         shutdown.clone(),
     ));
-    let advertised = config.advertise_address.unwrap_or(local_address);
+    let advertised = SocketAddr::new(own_ip, config.https_listen_port).to_string();
+    let peers = peer_list(membership.subscribe(), tasks, shutdown.clone());
+    let join = Arc::new(JoinState::new(JoinConfig {
+        objects: objects.clone(),
+        registry: registry.clone(),
+        secret: secrets.token.secret.clone(),
+        ca: pki.ca.clone(),
+        server_id: holder.to_string(),
+        server_address: advertised.clone(),
+        peers,
+        shutdown: shutdown.clone(),
+    }));
+    {
+        let join = join.clone();
+        tasks.spawn(async move {
+            join.wait_for_connections(std::time::Duration::from_secs(10))
+                .await
+        });
+    }
     let state = Arc::new(ApiState::new(
         objects,
         registry,
         secrets.bearer_tokens(),
-        SocketAddr::new(advertised, config.https_listen_port).to_string(),
+        advertised,
         shutdown.clone(),
         config.max_requests_inflight,
     ));
@@ -235,7 +290,7 @@ async fn serve_api(
     tasks.spawn(api::tls::serve(
         listener,
         tls,
-        api::router(state),
+        join::router(join).merge(api::router(state)),
         shutdown.clone(),
         std::time::Duration::from_secs(10),
     ));

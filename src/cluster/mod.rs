@@ -4,6 +4,7 @@
 //! leader election for the singletons (`leader.rs`) and what `capstan status` shows
 //! (`status.rs`).
 
+pub mod agents;
 pub mod bootstrap;
 pub mod certs;
 pub mod leader;

@@ -8,16 +8,15 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::agents::{AGENTS_PREFIX, AgentRecord};
 use super::membership::{SERVERS_PREFIX, ServerRecord, live_servers, parse_time};
 use crate::config::ServerConfig;
 use crate::datastore::{DatastoreError, KeyRange, ListRequest, Store};
 use crate::registry::{ObjectStore, Registry, RegistryError};
 use crate::storage::{ListOptions, Storage};
 
-/// Where the join helper keeps one record per connected agent.
-pub const AGENTS_PREFIX: &str = "/capstan/agents/";
 /// The namespace of node heartbeat leases.
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -33,20 +32,6 @@ pub enum StatusError {
     /// The status could not be encoded as JSON.
     #[error("cannot encode the status as JSON: {0}")]
     Json(#[from] serde_json::Error),
-}
-
-/// An agent's connection record, as the join helper writes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AgentRecord {
-    /// The agent's node name.
-    pub node_name: String,
-    /// The id of the server it is connected to.
-    pub server_id: String,
-    /// That server's advertise address.
-    pub server_address: String,
-    /// When it connected (RFC 3339).
-    pub connected_at: String,
 }
 
 /// One live server.

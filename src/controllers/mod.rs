@@ -9,6 +9,7 @@
 //! - `kubernetes_endpoints.rs` and `node_lifecycle.rs`: the singletons, run by the cluster
 //!   leader only ([`run_leader_singletons`]): the `default/kubernetes` endpoints from the
 //!   live servers, and NotReady/unreachable marking of nodes whose heartbeat lapsed.
+//! - `node_password.rs`: a deleted Node's password Secret is deleted; orphans are swept.
 //!
 //! Every other controller runs on every server at once: each write is conditional (uid,
 //! resourceVersion) and idempotent, and `NotFound`/`Conflict` just mean another server got
@@ -23,6 +24,7 @@ mod graph;
 mod kubernetes_endpoints;
 mod namespace;
 mod node_lifecycle;
+mod node_password;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +74,12 @@ pub async fn run(objects: ObjectStore, registry: Arc<Registry>, shutdown: Cancel
         let (objects, registry) = (objects.clone(), registry.clone());
         tasks.spawn(supervise("namespace", shutdown.clone(), move || {
             namespace::run(objects.clone(), registry.clone())
+        }));
+    }
+    {
+        let (objects, registry) = (objects.clone(), registry.clone());
+        tasks.spawn(supervise("node-password", shutdown.clone(), move || {
+            node_password::run(objects.clone(), registry.clone())
         }));
     }
     tasks.spawn(supervise(
