@@ -64,6 +64,8 @@ pub struct AgentStatus {
     pub server_address: Option<String>,
     /// When it connected.
     pub connected_at: Option<String>,
+    /// The server its local load balancer sends traffic to, as the agent reported it.
+    pub load_balancer_server: Option<String>,
     /// Its node Lease's last renewal.
     pub last_heartbeat: Option<String>,
     /// Seconds since then.
@@ -155,6 +157,7 @@ pub async fn collect(store: &Store) -> Result<ClusterStatus, StatusError> {
         server_id: None,
         server_address: None,
         connected_at: None,
+        load_balancer_server: None,
         last_heartbeat: None,
         heartbeat_age_seconds: None,
         ready: None,
@@ -169,6 +172,7 @@ pub async fn collect(store: &Store) -> Result<ClusterStatus, StatusError> {
         entry.server_id = Some(record.server_id);
         entry.server_address = Some(record.server_address);
         entry.connected_at = Some(record.connected_at);
+        entry.load_balancer_server = record.active_server;
     }
     let objects = ObjectStore::new(Storage::new(store.clone()));
     let catalog = Registry::new().catalog();
@@ -289,7 +293,8 @@ pub fn render_text(status: &ClusterStatus) -> String {
     let mut rows = vec![vec![
         "NODE".to_string(),
         "READY".to_string(),
-        "SERVER".to_string(),
+        "REGISTERED ON".to_string(),
+        "LOAD BALANCER TO".to_string(),
         "CONNECTED".to_string(),
         "LAST HEARTBEAT".to_string(),
     ]];
@@ -308,6 +313,7 @@ pub fn render_text(status: &ClusterStatus) -> String {
             agent.node_name.clone(),
             agent.ready.clone().unwrap_or_else(dash),
             server,
+            agent.load_balancer_server.clone().unwrap_or_else(dash),
             agent.connected_at.clone().unwrap_or_else(dash),
             heartbeat,
         ]);

@@ -40,8 +40,8 @@ use crate::registry::{ObjectStore, Registry};
 use metrics::Outcome;
 use password::{PasswordError, Passwords};
 use protocol::{
-    AUTHORIZATION_HEADER, CACERTS_PATH, CONNECT_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER,
-    PING_PATH, Peer,
+    AUTHORIZATION_HEADER, CACERTS_PATH, CONNECT_PATH, ClusterToken, NODE_NAME_HEADER,
+    NODE_PASSWORD_HEADER, PING_PATH, Peer,
 };
 
 /// Largest websocket message accepted from an agent (reports are tiny).
@@ -218,7 +218,11 @@ fn authorized(headers: &HeaderMap, secret: &str) -> bool {
     let Some((scheme, token)) = value.split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && same_secret(token.trim(), secret)
+    // The full `K10<hash>::server:<secret>` form is accepted as well as the bare secret.
+    let sent = token
+        .parse::<ClusterToken>()
+        .map_or_else(|_| token.trim().to_string(), |parsed| parsed.secret);
+    scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty() && same_secret(&sent, secret)
 }
 
 /// Why the node name header is not usable, if it is not.
@@ -340,6 +344,12 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
         assert!(authorized(&headers, "s3cret"));
         assert!(!authorized(&headers, "s3cre"));
+        let full = format!("Bearer K10{}::server:s3cret", "a".repeat(64));
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&full).expect("a valid header"),
+        );
+        assert!(authorized(&headers, "s3cret"));
         assert!(!authorized(&headers, ""));
         headers.insert("authorization", HeaderValue::from_static("Basic s3cret"));
         assert!(!authorized(&headers, "s3cret"));
