@@ -1,10 +1,12 @@
 //! `capstan server`: opens the datastore and runs this server's share of the cluster's
 //! background work until told to stop.
 //!
-//! Today that is the datastore alone (the store with its writer and change feed, and the
-//! maintenance loop that compacts history and expires TTLs when this server holds the
-//! maintenance lock). The Kubernetes API, joining and controllers come in later issues and
-//! start here, between opening the store and waiting for shutdown.
+//! In start-up order: the datastore (writer, change feed, and the maintenance loop that
+//! compacts and expires TTLs while this server holds the maintenance lock); the shared
+//! bootstrap state and the token (`token.rs`, `cluster::bootstrap`); certificates; the
+//! controllers every server runs; membership and leader election, with the singletons the
+//! leader runs; and one HTTPS listener serving registration (`join`) beside the Kubernetes
+//! API (`api`).
 //!
 //! Shutdown is a parameter: `main` cancels the token on SIGINT/SIGTERM, tests cancel their
 //! own. The order is fixed: cancel, wait for every task (maintenance releases its lock so a
