@@ -16,6 +16,11 @@
 //! ones, all under the feed's lock, so there is no gap and no duplicate between the phases.
 //! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
 //! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
+//!
+//! Poller lag (`capstan_datastore_poller_lag_seconds`) is measured per change at fan-out.
+//! The log stores no commit times, so the start is the best instant this server knows:
+//! for its own writes the writer reports when each batch committed ([`ChangeFeed::committed`]);
+//! for other servers' writes, the moment the poller was woken for the pass that found them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,7 +66,21 @@ struct FeedState {
     /// The newest events, in revision order, for watches that start near the head.
     recent: VecDeque<Arc<Event>>,
     subscribers: Vec<Subscriber>,
+    /// This server's recent commits not yet delivered, oldest first (for poller lag).
+    own_commits: VecDeque<OwnCommit>,
 }
+
+/// One batch committed by this server's writer: revisions `first..=last`, at `at`.
+#[derive(Debug, Clone, Copy)]
+struct OwnCommit {
+    first: i64,
+    last: i64,
+    at: Instant,
+}
+
+/// Own commits remembered for lag measurement; older ones are forgotten (their changes
+/// then count from when the poller found them).
+const OWN_COMMITS_KEPT: usize = 4096;
 
 /// One server's change feed.
 pub(crate) struct ChangeFeed {
@@ -78,6 +97,7 @@ impl ChangeFeed {
                 position,
                 recent: VecDeque::new(),
                 subscribers: Vec::new(),
+                own_commits: VecDeque::new(),
             }),
             wake: Notify::new(),
             recent_capacity: config.recent_events.max(1),
@@ -98,16 +118,41 @@ impl ChangeFeed {
         self.wake.notify_one();
     }
 
+    /// Notes that this server's writer committed revisions `first..=last` at `at`, the
+    /// start of their poller lag.
+    pub(crate) fn committed(&self, first: i64, last: i64, at: Instant) {
+        let mut state = self.lock();
+        if last <= state.position {
+            return;
+        }
+        if state.own_commits.len() >= OWN_COMMITS_KEPT {
+            state.own_commits.pop_front();
+        }
+        state.own_commits.push_back(OwnCommit { first, last, at });
+    }
+
     /// Every revision up to this one has been delivered to local watchers.
     pub(crate) fn position(&self) -> i64 {
         self.lock().position
     }
 
-    /// Hands `events` (consecutive, starting at `position + 1`) to the watchers.
-    fn deliver(&self, events: Vec<Event>) {
+    /// Hands `events` (consecutive, starting at `position + 1`) to the watchers; those not
+    /// written by this server count their lag from `learned_at`.
+    fn deliver(&self, events: Vec<Event>, learned_at: Instant) {
         let mut state = self.lock();
         for event in events {
             let event = Arc::new(event);
+            while state
+                .own_commits
+                .front()
+                .is_some_and(|commit| commit.last < event.revision)
+            {
+                state.own_commits.pop_front();
+            }
+            let committed_at = match state.own_commits.front() {
+                Some(commit) if commit.first <= event.revision => commit.at,
+                _ => learned_at,
+            };
             state.subscribers.retain_mut(|sub| {
                 if event.revision < sub.next_revision || !sub.range.contains(&event.key) {
                     return !sub.queue.is_closed();
@@ -125,6 +170,7 @@ impl ChangeFeed {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
+            metrics::POLLER_LAG.observe(committed_at.elapsed().as_secs_f64());
             state.position = event.revision;
             state.recent.push_back(event);
             if state.recent.len() > self.recent_capacity {
@@ -162,6 +208,8 @@ pub(crate) async fn run_poller(
     let mut interval = idle;
     let mut signal = Signal::Retry(Instant::now());
     let mut gap_since: Option<Instant> = None;
+    // When the poller was first woken for changes it has not delivered yet.
+    let mut woken_at: Option<Instant> = None;
     loop {
         if let Signal::Retry(at) = signal
             && Instant::now() >= at
@@ -193,13 +241,16 @@ pub(crate) async fn run_poller(
             }
         }
         metrics::record_pool(backend.pool_stats());
-        match poll_once(&feed, backend.as_ref()).await {
+        let learned_at = *woken_at.get_or_insert_with(Instant::now);
+        match poll_once(&feed, backend.as_ref(), learned_at).await {
             Ok(PollResult::Delivered) => {
                 gap_since = None;
+                woken_at = None;
                 interval = busy;
             }
             Ok(PollResult::Nothing) => {
                 gap_since = None;
+                woken_at = None;
                 interval = (interval * 2).min(idle);
             }
             Ok(PollResult::WaitingForGap(revision)) => {
@@ -237,7 +288,11 @@ enum PollResult {
     WaitingForGap(i64),
 }
 
-async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResult> {
+async fn poll_once(
+    feed: &ChangeFeed,
+    backend: &dyn Backend,
+    learned_at: Instant,
+) -> Result<PollResult> {
     let mut delivered = false;
     loop {
         let position = feed.position();
@@ -290,7 +345,7 @@ async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResul
             })
             .collect();
         let contiguous = run.len() == fetched;
-        feed.deliver(run);
+        feed.deliver(run, learned_at);
         delivered = true;
         if !contiguous {
             return Ok(PollResult::WaitingForGap(feed.position() + 1));
