@@ -142,17 +142,7 @@ impl ChangeFeed {
         let mut state = self.lock();
         for event in events {
             let event = Arc::new(event);
-            while state
-                .own_commits
-                .front()
-                .is_some_and(|commit| commit.last < event.revision)
-            {
-                state.own_commits.pop_front();
-            }
-            let committed_at = match state.own_commits.front() {
-                Some(commit) if commit.first <= event.revision => commit.at,
-                _ => learned_at,
-            };
+            let committed_at = commit_instant(&mut state.own_commits, event.revision, learned_at);
             state.subscribers.retain_mut(|sub| {
                 if event.revision < sub.next_revision || !sub.range.contains(&event.key) {
                     return !sub.queue.is_closed();
@@ -193,6 +183,26 @@ impl ChangeFeed {
         }
         state.recent.clear();
         state.position = resume_after;
+    }
+}
+
+/// When `revision` was committed, as far as this server knows: its writer's commit instant
+/// when it wrote it, else `learned_at`. Forgets own commits before `revision` (delivery
+/// goes in revision order, so they are done with).
+fn commit_instant(
+    own_commits: &mut VecDeque<OwnCommit>,
+    revision: i64,
+    learned_at: Instant,
+) -> Instant {
+    while own_commits
+        .front()
+        .is_some_and(|commit| commit.last < revision)
+    {
+        own_commits.pop_front();
+    }
+    match own_commits.front() {
+        Some(commit) if commit.first <= revision => commit.at,
+        _ => learned_at,
     }
 }
 
@@ -526,5 +536,32 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         metrics::WATCHERS_OPEN.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_writes_count_lag_from_their_commit_and_others_from_discovery() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // This server committed 3..=4 at 10 ms and 7 at 20 ms; 5 and 6 came from another
+        // server and were found by the poll woken at 30 ms.
+        let mut own: VecDeque<OwnCommit> = [(3, 4, at(10)), (7, 7, at(20))]
+            .into_iter()
+            .map(|(first, last, at)| OwnCommit { first, last, at })
+            .collect();
+        let learned = at(30);
+        let seen: Vec<Instant> = (3..=8)
+            .map(|revision| commit_instant(&mut own, revision, learned))
+            .collect();
+        assert_eq!(
+            seen,
+            [at(10), at(10), learned, learned, at(20), learned],
+            "revisions 3..=8"
+        );
+        assert!(own.is_empty() || own.iter().all(|c| c.last >= 8));
     }
 }
