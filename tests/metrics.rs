@@ -284,6 +284,32 @@ async fn metrics_show_every_promised_family_and_count_the_requests_made() {
         &std::fs::read_to_string(dashboard_path).expect("config/grafana-dashboard.json exists"),
     )
     .expect("the dashboard is JSON");
+    assert!(
+        dashboard["schemaVersion"].as_u64() >= Some(36),
+        "a current Grafana schema"
+    );
+    let datasource_variable = dashboard["templating"]["list"]
+        .as_array()
+        .expect("the dashboard has variables")
+        .iter()
+        .any(|v| v["name"] == "DS_PROMETHEUS" && v["type"] == "datasource");
+    assert!(datasource_variable, "a Prometheus data source variable");
+    let panels = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has panels");
+    let rows: Vec<&str> = panels
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    assert_eq!(rows, ["API", "Datastore", "Cluster"]);
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(
+            panel["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "panel {} queries the chosen data source",
+            panel["title"]
+        );
+    }
     let referenced = dashboard_metrics(&dashboard);
     assert!(referenced.len() >= 15, "dashboard queries: {referenced:?}");
     let missing: Vec<&String> = referenced.iter().filter(|name| !scrape.has(name)).collect();
