@@ -1,12 +1,14 @@
 //! The Kubernetes API over HTTPS (ARCHITECTURE.md `api/`): one axum router whose fallback
 //! parses every path against the registry (`path.rs`), so the REST logic is written once
 //! for all kinds (`rest.rs`, `watch.rs`), and cross-cutting concerns (authentication,
-//! max-in-flight) are layers around it.
+//! max-in-flight) are layers around it. Every request is measured once, in [`dispatch`],
+//! from the parsed route (`metrics.rs`).
 
 pub mod auth;
 pub mod body;
 pub mod discovery;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 pub mod path;
 pub mod protobuf;
@@ -75,6 +77,7 @@ impl ApiState {
 
 /// The router: authentication around the dispatcher.
 pub fn router(state: Arc<ApiState>) -> Router {
+    metrics::touch();
     Router::new()
         .fallback(dispatch)
         .layer(axum::middleware::from_fn_with_state(
@@ -88,12 +91,17 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     let catalog = state.registry.catalog();
     let route = path::parse(request.uri().path(), &catalog);
     let long_running = matches!(&route, Route::Resource(_)) && watch::is_watch(&request, &route);
+    let timer = metrics::RequestLabels::new(request.method(), &route, long_running).start();
     let _permit = if long_running {
         None
     } else {
         match state.in_flight.try_acquire() {
             Ok(permit) => Some(permit),
-            Err(_) => return ApiError::TooManyRequests.into_response(),
+            Err(_) => {
+                let response = ApiError::TooManyRequests.into_response();
+                timer.finish(response.status());
+                return response;
+            }
         }
     };
     let method = request.method().clone();
@@ -106,7 +114,9 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
         Route::NotFound => Err(ApiError::NoSuchPath),
         other => rest::discovery(&state, &catalog, other, request.headers()),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    timer.finish(response.status());
+    response
 }
 
 fn json_response(value: &serde_json::Value) -> Response {

@@ -71,6 +71,8 @@ struct WatchState {
     deadline: tokio::time::Instant,
     shutdown: tokio_util::sync::CancellationToken,
     done: bool,
+    /// Counts this stream as open (until dropped with the response body) and its events.
+    gauge: Option<super::metrics::WatcherGauge>,
 }
 
 fn object_key(object: &Value) -> String {
@@ -246,6 +248,7 @@ pub(super) async fn serve(call: Call) -> Result<Response, ApiError> {
         deadline: tokio::time::Instant::now() + timeout.min(DEFAULT_TIMEOUT),
         shutdown: call.state.shutdown.clone(),
         done: false,
+        gauge: None,
     };
     let objects = &call.state.objects;
     let namespace = call.namespace();
@@ -299,11 +302,13 @@ pub(super) async fn serve(call: Call) -> Result<Response, ApiError> {
         }
         Err(error) => return Err(error.into()),
     }
+    state.gauge = Some(super::metrics::WatcherGauge::open(&kind.resource));
     let stream = futures::stream::unfold(state, |mut state| async move {
-        state
-            .next_chunk()
-            .await
-            .map(|chunk| (Ok::<Bytes, std::io::Error>(chunk), state))
+        let chunk = state.next_chunk().await?;
+        if let Some(gauge) = &state.gauge {
+            gauge.event_sent();
+        }
+        Some((Ok::<Bytes, std::io::Error>(chunk), state))
     });
     let mut response = (StatusCode::OK, Body::from_stream(stream)).into_response();
     let headers = response.headers_mut();

@@ -16,6 +16,11 @@
 //! ones, all under the feed's lock, so there is no gap and no duplicate between the phases.
 //! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
 //! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
+//!
+//! Poller lag (`capstan_datastore_poller_lag_seconds`) is measured per change at fan-out.
+//! The log stores no commit times, so the start is the best instant this server knows:
+//! for its own writes the writer reports when each batch committed ([`ChangeFeed::committed`]);
+//! for other servers' writes, the moment the poller was woken for the pass that found them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,7 +66,21 @@ struct FeedState {
     /// The newest events, in revision order, for watches that start near the head.
     recent: VecDeque<Arc<Event>>,
     subscribers: Vec<Subscriber>,
+    /// This server's recent commits not yet delivered, oldest first (for poller lag).
+    own_commits: VecDeque<OwnCommit>,
 }
+
+/// One batch committed by this server's writer: revisions `first..=last`, at `at`.
+#[derive(Debug, Clone, Copy)]
+struct OwnCommit {
+    first: i64,
+    last: i64,
+    at: Instant,
+}
+
+/// Own commits remembered for lag measurement; older ones are forgotten (their changes
+/// then count from when the poller found them).
+const OWN_COMMITS_KEPT: usize = 4096;
 
 /// One server's change feed.
 pub(crate) struct ChangeFeed {
@@ -78,6 +97,7 @@ impl ChangeFeed {
                 position,
                 recent: VecDeque::new(),
                 subscribers: Vec::new(),
+                own_commits: VecDeque::new(),
             }),
             wake: Notify::new(),
             recent_capacity: config.recent_events.max(1),
@@ -98,16 +118,31 @@ impl ChangeFeed {
         self.wake.notify_one();
     }
 
+    /// Notes that this server's writer committed revisions `first..=last` at `at`, the
+    /// start of their poller lag.
+    pub(crate) fn committed(&self, first: i64, last: i64, at: Instant) {
+        let mut state = self.lock();
+        if last <= state.position {
+            return;
+        }
+        if state.own_commits.len() >= OWN_COMMITS_KEPT {
+            state.own_commits.pop_front();
+        }
+        state.own_commits.push_back(OwnCommit { first, last, at });
+    }
+
     /// Every revision up to this one has been delivered to local watchers.
     pub(crate) fn position(&self) -> i64 {
         self.lock().position
     }
 
-    /// Hands `events` (consecutive, starting at `position + 1`) to the watchers.
-    fn deliver(&self, events: Vec<Event>) {
+    /// Hands `events` (consecutive, starting at `position + 1`) to the watchers; those not
+    /// written by this server count their lag from `learned_at`.
+    fn deliver(&self, events: Vec<Event>, learned_at: Instant) {
         let mut state = self.lock();
         for event in events {
             let event = Arc::new(event);
+            let committed_at = commit_instant(&mut state.own_commits, event.revision, learned_at);
             state.subscribers.retain_mut(|sub| {
                 if event.revision < sub.next_revision || !sub.range.contains(&event.key) {
                     return !sub.queue.is_closed();
@@ -125,6 +160,7 @@ impl ChangeFeed {
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
+            metrics::POLLER_LAG.observe(committed_at.elapsed().as_secs_f64());
             state.position = event.revision;
             state.recent.push_back(event);
             if state.recent.len() > self.recent_capacity {
@@ -150,6 +186,26 @@ impl ChangeFeed {
     }
 }
 
+/// When `revision` was committed, as far as this server knows: its writer's commit instant
+/// when it wrote it, else `learned_at`. Forgets own commits before `revision` (delivery
+/// goes in revision order, so they are done with).
+fn commit_instant(
+    own_commits: &mut VecDeque<OwnCommit>,
+    revision: i64,
+    learned_at: Instant,
+) -> Instant {
+    while own_commits
+        .front()
+        .is_some_and(|commit| commit.last < revision)
+    {
+        own_commits.pop_front();
+    }
+    match own_commits.front() {
+        Some(commit) if commit.first <= revision => commit.at,
+        _ => learned_at,
+    }
+}
+
 /// Reads new changes and delivers them, until `shutdown`.
 pub(crate) async fn run_poller(
     feed: Arc<ChangeFeed>,
@@ -162,6 +218,8 @@ pub(crate) async fn run_poller(
     let mut interval = idle;
     let mut signal = Signal::Retry(Instant::now());
     let mut gap_since: Option<Instant> = None;
+    // When the poller was first woken for changes it has not delivered yet.
+    let mut woken_at: Option<Instant> = None;
     loop {
         if let Signal::Retry(at) = signal
             && Instant::now() >= at
@@ -193,13 +251,16 @@ pub(crate) async fn run_poller(
             }
         }
         metrics::record_pool(backend.pool_stats());
-        match poll_once(&feed, backend.as_ref()).await {
+        let learned_at = *woken_at.get_or_insert_with(Instant::now);
+        match poll_once(&feed, backend.as_ref(), learned_at).await {
             Ok(PollResult::Delivered) => {
                 gap_since = None;
+                woken_at = None;
                 interval = busy;
             }
             Ok(PollResult::Nothing) => {
                 gap_since = None;
+                woken_at = None;
                 interval = (interval * 2).min(idle);
             }
             Ok(PollResult::WaitingForGap(revision)) => {
@@ -237,7 +298,11 @@ enum PollResult {
     WaitingForGap(i64),
 }
 
-async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResult> {
+async fn poll_once(
+    feed: &ChangeFeed,
+    backend: &dyn Backend,
+    learned_at: Instant,
+) -> Result<PollResult> {
     let mut delivered = false;
     loop {
         let position = feed.position();
@@ -290,7 +355,7 @@ async fn poll_once(feed: &ChangeFeed, backend: &dyn Backend) -> Result<PollResul
             })
             .collect();
         let contiguous = run.len() == fetched;
-        feed.deliver(run);
+        feed.deliver(run, learned_at);
         delivered = true;
         if !contiguous {
             return Ok(PollResult::WaitingForGap(feed.position() + 1));
@@ -471,5 +536,32 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         metrics::WATCHERS_OPEN.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_writes_count_lag_from_their_commit_and_others_from_discovery() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // This server committed 3..=4 at 10 ms and 7 at 20 ms; 5 and 6 came from another
+        // server and were found by the poll woken at 30 ms.
+        let mut own: VecDeque<OwnCommit> = [(3, 4, at(10)), (7, 7, at(20))]
+            .into_iter()
+            .map(|(first, last, at)| OwnCommit { first, last, at })
+            .collect();
+        let learned = at(30);
+        let seen: Vec<Instant> = (3..=8)
+            .map(|revision| commit_instant(&mut own, revision, learned))
+            .collect();
+        assert_eq!(
+            seen,
+            [at(10), at(10), learned, learned, at(20), learned],
+            "revisions 3..=8"
+        );
+        assert!(own.is_empty() || own.iter().all(|c| c.last >= 8));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use prometheus::{
@@ -34,6 +35,15 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
+    /// Whether the operation runs on the shared pool (not the writer's or the feed's own
+    /// connection): those are the ones that can queue for a connection.
+    fn uses_shared_pool(self) -> bool {
+        matches!(
+            self,
+            StoreOp::Get | StoreOp::GetAt | StoreOp::List | StoreOp::Count | StoreOp::Revision
+        )
+    }
+
     fn label(self) -> &'static str {
         match self {
             StoreOp::Get => "get",
@@ -107,11 +117,13 @@ pub static COMPACTED_ROWS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     .expect("datastore metric names are registered once")
 });
 
-/// Connections of this server's shared pool, by state (`in_use`, `idle`).
+/// Connections of this server's shared pool, by state (`in_use`, `idle`, `waiting`).
 pub static POOL_CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "capstan_datastore_pool_connections",
-        "Connections of the shared datastore pool, by state.",
+        "Connections of the shared datastore pool, by state: in_use, idle, and waiting \
+         (reads under way beyond the connections in use, i.e. queued for a connection; \
+         sampled at each change-feed poll).",
         &["state"]
     )
     .expect("datastore metric names are registered once")
@@ -136,18 +148,77 @@ pub static COMPACTION_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("datastore metric names are registered once")
 });
 
+/// Commit-to-delivery time of the change feed.
+pub static POLLER_LAG: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "capstan_datastore_poller_lag_seconds",
+        "Time from a change's commit to its delivery to this server's watchers, per change. \
+         For this server's own writes, from the instant the commit returned to the writer; \
+         for other servers' writes (the datastore stores no commit times), from the instant \
+         this server's feed learned of them (a notification, or the poll that found them), \
+         so timer-driven polling (MySQL, SQLite) adds up to one poll interval not shown here.",
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+        ]
+    )
+    .expect("datastore metric names are registered once")
+});
+
+/// Registers every datastore family so `/metrics` shows it from the start, before the
+/// first compaction or watch.
+pub fn touch() {
+    LazyLock::force(&QUERY_SECONDS);
+    LazyLock::force(&WRITE_BATCH_SIZE);
+    LazyLock::force(&FEED_REVISION);
+    for reason in ["too_slow", "compacted"] {
+        WATCHERS_CLOSED.with_label_values(&[reason]);
+    }
+    LazyLock::force(&WATCHERS_OPEN);
+    LazyLock::force(&COMPACTED_ROWS);
+    LazyLock::force(&COMPACTION_BACKLOG);
+    LazyLock::force(&COMPACTION_SECONDS);
+    LazyLock::force(&POLLER_LAG);
+    for state in ["in_use", "idle", "waiting"] {
+        POOL_CONNECTIONS.with_label_values(&[state]);
+    }
+}
+
+/// Shared-pool operations under way (holding a connection or waiting for one).
+static SHARED_POOL_OPERATIONS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts one shared-pool operation as under way until dropped (also when the caller
+/// gives up on it mid-query).
+struct UnderWay;
+
+impl UnderWay {
+    fn start() -> UnderWay {
+        SHARED_POOL_OPERATIONS.fetch_add(1, Ordering::Relaxed);
+        UnderWay
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        SHARED_POOL_OPERATIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Records pool occupancy.
 pub fn record_pool(stats: super::PoolStats) {
+    let in_use = i64::from(stats.size.saturating_sub(stats.idle));
+    let under_way = SHARED_POOL_OPERATIONS.load(Ordering::Relaxed);
+    POOL_CONNECTIONS
+        .with_label_values(&["waiting"])
+        .set((under_way - in_use).max(0));
     POOL_CONNECTIONS
         .with_label_values(&["idle"])
         .set(i64::from(stats.idle));
-    POOL_CONNECTIONS
-        .with_label_values(&["in_use"])
-        .set(i64::from(stats.size.saturating_sub(stats.idle)));
+    POOL_CONNECTIONS.with_label_values(&["in_use"]).set(in_use);
 }
 
 /// Runs `operation`, recording its latency and whether it succeeded.
 pub async fn observe<T>(op: StoreOp, operation: impl Future<Output = Result<T>>) -> Result<T> {
+    let _under_way = op.uses_shared_pool().then(UnderWay::start);
     let started = Instant::now();
     let result = operation.await;
     let outcome = if result.is_ok() { "ok" } else { "error" };

@@ -85,6 +85,7 @@ impl Store {
     /// the credentials allow, applies schema migrations, and starts the writer and the
     /// change feed.
     pub async fn open(config: &DatastoreConfig) -> Result<Store> {
+        metrics::touch();
         let endpoint = config.endpoint.trim();
         let backend: Arc<dyn Backend> =
             if endpoint.starts_with("postgres://") || endpoint.starts_with("postgresql://") {

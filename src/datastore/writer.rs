@@ -93,14 +93,15 @@ pub(crate) async fn run(
         metrics::WRITE_BATCH_SIZE.observe(batch.len() as f64);
         match result {
             Ok(outcomes) => {
-                let newest = outcomes
-                    .iter()
-                    .filter_map(|o| match o {
+                let applied = || {
+                    outcomes.iter().filter_map(|o| match o {
                         WriteOutcome::Applied { revision } => Some(*revision),
                         WriteOutcome::Conflict { .. } => None,
                     })
-                    .max();
-                if let Some(newest) = newest {
+                };
+                if let (Some(oldest), Some(newest)) = (applied().min(), applied().max()) {
+                    // A batch's revisions are consecutive: the counter row serialises it.
+                    feed.committed(oldest, newest, committed_at);
                     feed.wake();
                     committed.send_replace(newest);
                 }
