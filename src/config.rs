@@ -209,7 +209,9 @@ pub fn host_name() -> String {
 }
 
 /// Accepts a YAML list or one comma-separated string (the form environment variables give).
-fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn list_or_commas<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -273,11 +275,67 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The loaded configuration, with the figment it came from so each value's source is known.
-pub struct LoadedConfig {
+/// A configuration struct the layered loader fills (the server's and the agent's): its keys
+/// are its kebab-case field names, its defaults its `Default`.
+pub trait Settings: Serialize + DeserializeOwned + Default {
+    /// Keys whose values `--print-config` masks when set.
+    const SECRET_KEYS: &'static [&'static str];
+    /// Environment variables that set a key although they are not named `CAPSTAN_<KEY>`,
+    /// as `(variable, key)`.
+    const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[];
+
+    /// How `--print-config` shows `key` when its value is derived rather than set (the
+    /// derived value; `source` may be amended to say how). `None` shows the value as is.
+    fn derived(&self, key: &str, source: &mut String) -> Option<String> {
+        let _ = (key, source);
+        None
+    }
+}
+
+/// A loaded configuration, with the figment it came from so each value's source is known.
+pub struct Loaded<C> {
     /// The effective configuration.
-    pub config: ServerConfig,
+    pub config: C,
     figment: Figment,
+}
+
+/// The server's loaded configuration.
+pub type LoadedConfig = Loaded<ServerConfig>;
+
+impl Settings for ServerConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["token"];
+
+    fn derived(&self, key: &str, source: &mut String) -> Option<String> {
+        Some(match key {
+            "datastore-endpoint" => {
+                if self.datastore_endpoint.trim().is_empty() {
+                    source.push_str(" (embedded SQLite under data-dir)");
+                }
+                yaml_scalar(&masked(&self.effective_datastore_endpoint()))
+            }
+            "node-name" if self.node_name.is_none() => {
+                source.push_str(" (host name)");
+                yaml_scalar(&self.effective_node_name())
+            }
+            "write-kubeconfig" if self.write_kubeconfig.is_none() => {
+                source.push_str(" (under data-dir)");
+                yaml_scalar(&self.effective_write_kubeconfig().display().to_string())
+            }
+            "log-level" if self.log_level.is_none() => derived_log_level(source),
+            _ => return None,
+        })
+    }
+}
+
+/// The log filter used when `log-level` is unset: `RUST_LOG`, else `info`.
+pub(crate) fn derived_log_level(source: &mut String) -> String {
+    match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.trim().is_empty() => {
+            *source = "env RUST_LOG".to_string();
+            yaml_scalar(&filter)
+        }
+        _ => "info".to_string(),
+    }
 }
 
 /// The flag layer: every key of [`ServerConfig`] as an optional flag, plus the flags that
@@ -294,6 +352,10 @@ pub struct ServerFlags {
     #[arg(long)]
     #[serde(skip)]
     pub print_config: bool,
+    /// Print every configuration key with its type, default and meaning (Markdown), then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_reference: bool,
 
     /// Folder for this server's state [default: /var/lib/capstan].
     #[arg(long, value_name = "DIR")]
@@ -454,8 +516,19 @@ pub fn load(flags: &ServerFlags) -> Result<LoadedConfig, ConfigError> {
     load_with(flags, process_env()?, Path::new(DEFAULT_CONFIG_FILE))
 }
 
+/// Loads any [`Settings`] from the process environment, the files (`config_file`, else
+/// `default_file` if it exists, then the drop-ins) and the flag layer `flags` (a struct
+/// serializing only the flags given, under their key names).
+pub fn load_settings<C: Settings>(
+    config_file: Option<&Path>,
+    flags: &impl Serialize,
+    default_file: &Path,
+) -> Result<Loaded<C>, ConfigError> {
+    load_layers(config_file, flags, process_env()?, default_file)
+}
+
 /// The `CAPSTAN_*` variables of this process (others are of no interest).
-fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+pub fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str().filter(|name| name.starts_with(ENV_PREFIX)) else {
@@ -478,11 +551,21 @@ pub fn load_with(
     env: impl IntoIterator<Item = (String, String)>,
     default_file: &Path,
 ) -> Result<LoadedConfig, ConfigError> {
-    let defaults = to_dict(&ServerConfig::default())?;
+    load_layers(flags.config.as_deref(), flags, env, default_file)
+}
+
+/// The layered loader behind [`load_with`] and [`load_settings`], for any [`Settings`].
+pub fn load_layers<C: Settings>(
+    config_file: Option<&Path>,
+    flags: &impl Serialize,
+    env: impl IntoIterator<Item = (String, String)>,
+    default_file: &Path,
+) -> Result<Loaded<C>, ConfigError> {
+    let defaults = to_dict(&C::default())?;
     let known: BTreeSet<String> = defaults.keys().cloned().collect();
     let mut figment = Figment::new().merge(Layer::new("default".into(), defaults.clone()));
 
-    for file in config_files(flags.config.as_deref(), default_file)? {
+    for file in config_files(config_file, default_file)? {
         let provider = Data::<Yaml>::file_exact(&file);
         let data = provider.data().map_err(|error| ConfigError::File {
             path: file.clone(),
@@ -503,7 +586,14 @@ pub fn load_with(
     let mut env: Vec<(String, String)> = env.into_iter().collect();
     env.sort();
     for (var, raw) in env {
-        let Some(key) = env_key(&var).filter(|key| known.contains(key)) else {
+        let alias = C::ENV_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == var)
+            .map(|(_, key)| key.to_string());
+        let Some(key) = alias
+            .or_else(|| env_key(&var))
+            .filter(|key| known.contains(key))
+        else {
             continue;
         };
         // An empty variable is unset, as in container templates that always define it.
@@ -522,9 +612,9 @@ pub fn load_with(
     }
 
     let config = figment
-        .extract::<ServerConfig>()
+        .extract::<C>()
         .map_err(|error| ConfigError::Invalid(describe(&figment, error)))?;
-    Ok(LoadedConfig { config, figment })
+    Ok(Loaded { config, figment })
 }
 
 /// The config file (if it is to be read) and its drop-ins, in reading order.
@@ -662,7 +752,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-impl LoadedConfig {
+impl<C: Settings> Loaded<C> {
     /// Where the effective value of `key` came from: `default`, a file path, `env VAR` or
     /// `flag --key`.
     pub fn source_of(&self, key: &str) -> String {
@@ -676,42 +766,89 @@ impl LoadedConfig {
     /// left to be derived (endpoint, node name, kubeconfig path, log level) are shown
     /// derived.
     pub fn render(&self) -> String {
-        let config = &self.config;
-        let Ok(values) = to_dict(config) else {
+        let Ok(values) = to_dict(&self.config) else {
             return String::new();
         };
         let mut out = String::new();
         for (key, value) in values {
             let mut source = self.source_of(&key);
-            let shown = match key.as_str() {
-                "token" if !config.token.is_empty() => "\"***\"".to_string(),
-                "datastore-endpoint" => {
-                    if config.datastore_endpoint.trim().is_empty() {
-                        source.push_str(" (embedded SQLite under data-dir)");
-                    }
-                    yaml_scalar(&masked(&config.effective_datastore_endpoint()))
-                }
-                "node-name" if config.node_name.is_none() => {
-                    source.push_str(" (host name)");
-                    yaml_scalar(&config.effective_node_name())
-                }
-                "write-kubeconfig" if config.write_kubeconfig.is_none() => {
-                    source.push_str(" (under data-dir)");
-                    yaml_scalar(&config.effective_write_kubeconfig().display().to_string())
-                }
-                "log-level" if config.log_level.is_none() => match std::env::var("RUST_LOG") {
-                    Ok(filter) if !filter.trim().is_empty() => {
-                        source = "env RUST_LOG".to_string();
-                        yaml_scalar(&filter)
-                    }
-                    _ => "info".to_string(),
-                },
-                _ => yaml_value(&value),
+            let secret_set = C::SECRET_KEYS.contains(&key.as_str())
+                && !matches!(&value, Value::String(_, text) if text.is_empty())
+                && !matches!(value, Value::Empty(..));
+            let shown = if secret_set {
+                "\"***\"".to_string()
+            } else {
+                self.config
+                    .derived(&key, &mut source)
+                    .unwrap_or_else(|| yaml_value(&value))
             };
             out.push_str(&format!("{key}: {shown}  # {source}\n"));
         }
         out
     }
+}
+
+/// The reference of every key of `C`, in Markdown, from the same definitions the binary
+/// parses: the flag's help text and value name from `command` (the clap definition of the
+/// flags), the default from `C::default()`, the variables from the key and
+/// [`Settings::ENV_ALIASES`]. Flags that are not keys (`--config`, `--print-*`) are left out.
+pub fn reference<C: Settings>(command: &clap::Command) -> String {
+    let Ok(defaults) = to_dict(&C::default()) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let Some(default) = defaults.get(long) else {
+            continue;
+        };
+        let mut env = format!(
+            "`{ENV_PREFIX}{}`",
+            long.to_ascii_uppercase().replace('-', "_")
+        );
+        for (alias, _) in C::ENV_ALIASES.iter().filter(|(_, key)| *key == long) {
+            env.push_str(&format!(", `{alias}`"));
+        }
+        let value_name = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map(|name| name.to_string());
+        let kind = match default {
+            Value::Num(..) => "integer",
+            Value::Bool(..) => "boolean",
+            Value::Array(..) => "list of strings (YAML list; repeat the flag; commas in env)",
+            _ => "string",
+        };
+        let kind = match &value_name {
+            Some(name) if !matches!(default, Value::Bool(..)) => format!("{kind} ({name})"),
+            _ => kind.to_string(),
+        };
+        let shown_default = match default {
+            Value::Empty(..) => "unset".to_string(),
+            Value::String(_, text) if text.is_empty() => "unset".to_string(),
+            Value::Array(_, items) if items.is_empty() => "empty".to_string(),
+            other => format!("`{}`", yaml_value(other)),
+        };
+        let flag = match &value_name {
+            Some(name) if !matches!(default, Value::Bool(..)) => format!("--{long} {name}"),
+            _ => format!("--{long}"),
+        };
+        let help = arg
+            .get_long_help()
+            .or_else(|| arg.get_help())
+            .map(|help| help.to_string())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "### `{long}`\n\n{help}\n\n- type: {kind}\n- default: {shown_default}\n- flag: `{flag}`; environment: {env}\n\n"
+        ));
+    }
+    out
+}
+
+/// The server's configuration reference (`capstan server --print-reference`).
+pub fn server_reference() -> String {
+    use clap::Args as _;
+    reference::<ServerConfig>(&ServerFlags::augment_args(clap::Command::new("server")))
 }
 
 fn yaml_value(value: &Value) -> String {
@@ -727,7 +864,7 @@ fn yaml_value(value: &Value) -> String {
 }
 
 /// A string as a plain YAML scalar when that reads back as the same string, else quoted.
-fn yaml_scalar(text: &str) -> String {
+pub(crate) fn yaml_scalar(text: &str) -> String {
     let plain = text.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '/' || c == '.')
         && text
             .chars()
@@ -1053,7 +1190,7 @@ mod tests {
         let flags: BTreeSet<String> = Cli::command()
             .get_arguments()
             .filter_map(|arg| arg.get_long().map(str::to_string))
-            .filter(|long| long != "config" && long != "print-config")
+            .filter(|long| !["config", "print-config", "print-reference"].contains(&long.as_str()))
             .collect();
         assert_eq!(keys, flags);
     }

@@ -85,6 +85,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(flags: ServerFlags) -> anyhow::Result<ExitCode> {
+    if flags.print_reference {
+        print!("{}", config::server_reference());
+        return Ok(ExitCode::SUCCESS);
+    }
     let loaded = config::load(&flags)?;
     if flags.print_config {
         print!("{}", loaded.render());
@@ -135,8 +139,17 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn agent(flags: AgentFlags) -> anyhow::Result<ExitCode> {
-    init_tracing(LogFormat::Text, flags.log_level.as_deref())?;
-    let config = capstan::agent::AgentConfig::from_flags(&flags)?;
+    if flags.print_reference {
+        print!("{}", capstan::agent::settings::reference());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = capstan::agent::settings::load(&flags)?;
+    if flags.print_config {
+        print!("{}", loaded.render());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_tracing(LogFormat::Text, loaded.config.log_level.as_deref())?;
+    let config = capstan::agent::AgentConfig::from_settings(&loaded.config)?;
     let shutdown = CancellationToken::new();
     let agent = capstan::agent::run(config, shutdown.clone());
     tokio::pin!(agent);

@@ -11,6 +11,7 @@ pub mod client;
 mod files;
 pub mod heartbeat;
 pub mod lb;
+pub mod settings;
 pub mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +27,7 @@ use crate::join::protocol::{AgentMessage, CACERTS_PATH, ClusterToken, Peer, Toke
 use client::{Credentials, Ended, JoinError, Registration};
 use files::StateFiles;
 use lb::{LbStatus, LoadBalancer};
+pub use settings::AgentSettings;
 
 /// How long one `/cacerts` request or registration may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,52 +36,56 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// The API port assumed when `--server` names none.
 const DEFAULT_SERVER_PORT: u16 = 6443;
 
-/// Flags of `capstan agent`. Flags and environment variables only for now: layering a
-/// configuration file under them (as `capstan server` does) is later work.
-#[derive(Debug, Clone, Args)]
+/// Flags of `capstan agent`: every key of [`AgentSettings`] as an optional flag, plus the
+/// flags that choose and show the configuration. They are the top layer over defaults, the
+/// config file (`--config`, default `/etc/capstan/agent.yaml`), its drop-ins and `CAPSTAN_*`
+/// variables, loaded by the same loader as the server's ([`crate::config::load_layers`]).
+#[derive(Debug, Default, Clone, Args, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct AgentFlags {
-    /// A registration address, `https://host[:port]` (repeat the flag or separate with commas).
-    #[arg(
-        long = "server",
-        env = "CAPSTAN_URL",
-        value_name = "URL",
-        value_delimiter = ',',
-        required = true
-    )]
+    /// Config file (YAML) [default: /etc/capstan/agent.yaml, if it exists]. Its drop-ins
+    /// FILE.d/*.yaml are read after it, in alphabetical order.
+    #[arg(long, short = 'c', env = "CAPSTAN_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration with the source of each value, then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// Print every configuration key with its type, default and meaning (Markdown), then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    pub print_reference: bool,
+
+    /// A registration address, https://host[:port] (repeatable, or comma-separated).
+    #[arg(long = "server", value_name = "URL", value_delimiter = ',')]
+    #[serde(rename = "server", skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<String>,
-    /// The cluster token: `K10<ca hash>::server:<secret>` from `<data-dir>/server/token`, or
-    /// the bare secret (the CA is then trusted on first use).
-    #[arg(
-        long,
-        env = "CAPSTAN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: String,
-    /// The node's name (default: the host name).
-    #[arg(long, env = "CAPSTAN_NODE_NAME", value_name = "NAME")]
+    /// The cluster token: K10<ca hash>::server:<secret> from <data-dir>/server/token, or the
+    /// bare secret (the CA is then trusted on first use).
+    #[arg(long, value_name = "TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The node's name [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// Append a random suffix `-<8 hex>` to the node name, kept in `<data-dir>/node/id`.
-    #[arg(long, env = "CAPSTAN_WITH_NODE_ID")]
-    pub with_node_id: bool,
-    /// Where the agent keeps its password, certificates, kubeconfig and server list.
-    #[arg(
-        long,
-        env = "CAPSTAN_DATA_DIR",
-        value_name = "DIR",
-        default_value = "/var/lib/capstan"
-    )]
-    pub data_dir: PathBuf,
-    /// The local load balancer's port on 127.0.0.1 (0 picks a free one).
-    #[arg(
-        long,
-        env = "CAPSTAN_LB_SERVER_PORT",
-        value_name = "PORT",
-        default_value_t = 6444
-    )]
-    pub lb_server_port: u16,
-    /// Log filter (`info`, `debug`, `capstan=debug`…); default `RUST_LOG`, else `info`.
-    #[arg(long, env = "CAPSTAN_LOG_LEVEL", value_name = "LEVEL")]
+    /// Append a random suffix -<8 hex> to the node name, kept in <data-dir>/node/id.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with_node_id: Option<bool>,
+    /// Where the agent keeps its password, certificates, kubeconfig and server list
+    /// [default: /var/lib/capstan].
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The local load balancer's port on 127.0.0.1; 0 picks a free one [default: 6444].
+    #[arg(long, value_name = "PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_server_port: Option<u16>,
+    /// Tracing filter, e.g. info or capstan=debug [default: RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
 }
 
@@ -151,10 +158,16 @@ pub enum AgentError {
 }
 
 impl AgentConfig {
-    /// Checks `flags`.
+    /// Loads the layered configuration (process environment, files, `flags`) and checks it.
     pub fn from_flags(flags: &AgentFlags) -> Result<AgentConfig, AgentError> {
+        let loaded = settings::load(flags).map_err(|error| AgentError::Flag(error.to_string()))?;
+        AgentConfig::from_settings(&loaded.config)
+    }
+
+    /// Checks loaded settings.
+    pub fn from_settings(flags: &AgentSettings) -> Result<AgentConfig, AgentError> {
         let servers = flags
-            .servers
+            .server
             .iter()
             .map(|server| server.trim())
             .filter(|server| !server.is_empty())
@@ -162,12 +175,18 @@ impl AgentConfig {
             .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
             return Err(AgentError::Flag(
-                "--server (or CAPSTAN_URL) names no server".into(),
+                "no registration address: set `server` (--server, CAPSTAN_URL or the config file)"
+                    .into(),
             ));
         }
-        let node_name = match &flags.node_name {
-            Some(name) => name.trim().to_string(),
-            None => host_name(),
+        if flags.token.trim().is_empty() {
+            return Err(AgentError::Flag(
+                "no cluster token: set `token` (--token, CAPSTAN_TOKEN or the config file)".into(),
+            ));
+        }
+        let node_name = match flags.node_name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => name.to_string(),
+            _ => host_name(),
         };
         if node_name.is_empty() {
             return Err(AgentError::Flag(
