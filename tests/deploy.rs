@@ -297,7 +297,7 @@ async fn a_broken_file_is_reported_and_does_not_stop_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bundled_manifests_are_applied_and_disable_removes_one() {
+async fn bundled_manifests_are_applied() {
     let data_dir = tempfile::tempdir().expect("a data dir");
     let path = data_dir.path().to_path_buf();
     let server =
@@ -331,19 +331,79 @@ async fn bundled_manifests_are_applied_and_disable_removes_one() {
     })
     .await;
     let high = classes.get("capstan-high").await.expect("capstan-high");
-    assert!(high.value > 0);
+    assert_eq!(high.value, Some(1_000_000));
     assert!(path.join("server/manifests/priority-classes.yaml").exists());
     server.stop().await;
+}
 
+/// `--disable` is a cluster-wide setting fixed when the cluster is bootstrapped (servers
+/// with different values refuse to start), so the cluster starts with it: the bundled file
+/// is removed from the directory, its objects never appear, and an Addon of that name left
+/// from earlier is deleted together with the objects it lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_removes_a_bundled_manifest_and_its_objects() {
+    let data_dir = tempfile::tempdir().expect("a data dir");
+    let path = data_dir.path().to_path_buf();
+    let dir = manifests(&path);
+    // A copy from an earlier start, before the component was disabled.
+    std::fs::write(dir.join("priority-classes.yaml"), "# stale\n").expect("a stale bundled file");
     let server = TestServer::start_with(Engine::Sqlite, |config| {
         config.data_dir = path.clone();
         config.disable = vec!["priority-classes".to_string()];
     })
     .await;
+    let namespaces: Api<Namespace> = Api::all(server.client.clone());
+    wait_for("the other bundled manifests", EVENTUALLY, || async {
+        namespaces
+            .get_opt("capstan-system")
+            .await
+            .expect("reading")
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        !dir.join("priority-classes.yaml").exists(),
+        "the disabled file is removed"
+    );
     let classes: Api<PriorityClass> = Api::all(server.client.clone());
+    assert!(
+        classes
+            .list(&ListParams::default())
+            .await
+            .expect("listing")
+            .items
+            .is_empty()
+    );
+
+    // What an earlier deploy of the now-disabled manifest left: its object and its Addon.
+    let class: PriorityClass = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "capstan-high" }, "value": 1000000
+    }))
+    .expect("a PriorityClass");
+    classes
+        .create(&Default::default(), &class)
+        .await
+        .expect("creating capstan-high");
     let addons = addons(&server.client);
+    let mut addon: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "addons.capstan.io/v1", "kind": "Addon",
+        "metadata": { "name": "priority-classes" },
+        "spec": { "source": "priority-classes.yaml", "checksum": "0" },
+    }))
+    .expect("an Addon");
+    addon = addons
+        .create(&Default::default(), &addon)
+        .await
+        .expect("creating the Addon");
+    addon.data["status"] = serde_json::json!({ "objects": [{
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "name": "capstan-high"
+    }] });
+    addons
+        .replace_status("priority-classes", &Default::default(), &addon)
+        .await
+        .expect("writing the Addon's status");
     wait_for(
-        "the disabled manifest's objects to go",
+        "the disabled manifest's objects and Addon to go",
         EVENTUALLY,
         || async {
             let left = classes
@@ -356,15 +416,6 @@ async fn bundled_manifests_are_applied_and_disable_removes_one() {
         },
     )
     .await;
-    assert!(!path.join("server/manifests/priority-classes.yaml").exists());
-    let namespaces: Api<Namespace> = Api::all(server.client.clone());
-    assert!(
-        namespaces
-            .get_opt("capstan-system")
-            .await
-            .expect("reading")
-            .is_some()
-    );
     server.stop().await;
 }
 
@@ -440,7 +491,10 @@ async fn with_two_servers_only_the_leader_applies() {
     let replay = async {
         while let Ok(Some(event)) = stream.try_next().await {
             if let WatchEvent::Added(addon) | WatchEvent::Modified(addon) = event {
-                history.push(addon.data);
+                let mut version = addon.data;
+                version["metadata"] =
+                    serde_json::to_value(&addon.metadata).expect("metadata serializes");
+                history.push(version);
             }
         }
     };
@@ -451,10 +505,17 @@ async fn with_two_servers_only_the_leader_applies() {
     );
     for version in &history {
         assert_eq!(
-            version["status"]["appliedBy"].as_str(),
+            version["metadata"]["annotations"]["addons.capstan.io/applied-by"].as_str(),
             Some(leader.as_str()),
-            "every version of the Addon was written by the leader"
+            "every version of the Addon was written by the leader: {version}"
         );
+        // The first version (a new object) has no status yet; every other names the leader.
+        if !version["status"].is_null() {
+            assert_eq!(
+                version["status"]["appliedBy"].as_str(),
+                Some(leader.as_str())
+            );
+        }
     }
     let checksums: std::collections::BTreeSet<&str> = history
         .iter()

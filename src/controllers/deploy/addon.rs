@@ -13,6 +13,9 @@ use crate::registry::{
 
 /// The reason of the Event a failed apply records.
 pub const FAILED_REASON: &str = "ApplyManifestFailed";
+/// The annotation naming the server that wrote an Addon's spec (every version carries it,
+/// the first one too, which has no status yet).
+pub const APPLIED_BY_ANNOTATION: &str = "addons.capstan.io/applied-by";
 /// The namespace the deployer's Events go to (Addons are cluster-scoped).
 pub const EVENT_NAMESPACE: &str = "kube-system";
 
@@ -94,11 +97,23 @@ pub(super) async fn record(
                 "metadata": {
                     "name": name,
                     "labels": { "app.kubernetes.io/managed-by": FIELD_MANAGER },
+                    "annotations": { APPLIED_BY_ANNOTATION: outcome.applied_by },
                 },
                 "spec": spec,
-                "status": status(outcome, &Value::Null),
             });
-            return objects.create(&kind, None, addon, &options).await;
+            // A new object starts without status (as in Kubernetes): it follows at once.
+            objects.create(&kind, None, addon, &options).await?;
+            let next_status = status(outcome, &Value::Null);
+            return objects
+                .update(&kind, None, name, Part::Status, &options, |current| {
+                    let mut next = current.clone();
+                    next["status"] = next_status.clone();
+                    if let Some(meta) = next["metadata"].as_object_mut() {
+                        meta.remove("resourceVersion");
+                    }
+                    Ok(next)
+                })
+                .await;
         }
         Err(error) => return Err(error),
     };
@@ -118,6 +133,7 @@ pub(super) async fn record(
         .update(&kind, None, name, Part::Main, &options, |current| {
             let mut next = current.clone();
             next["spec"] = spec.clone();
+            next["metadata"]["annotations"][APPLIED_BY_ANNOTATION] = json!(outcome.applied_by);
             if let Some(meta) = next["metadata"].as_object_mut() {
                 meta.remove("resourceVersion");
             }

@@ -35,7 +35,7 @@ use super::ControllerError;
 use crate::registry::{ObjectStore, Registry, RegistryError};
 use apply::ObjectRef;
 
-pub use addon::{EVENT_NAMESPACE, FAILED_REASON};
+pub use addon::{APPLIED_BY_ANNOTATION, EVENT_NAMESPACE, FAILED_REASON};
 pub use apply::FIELD_MANAGER;
 pub use bundled::{bundled_names, manifests_dir, write_bundled};
 pub use manifest::addon_name;
@@ -87,8 +87,8 @@ pub(super) async fn run(
         settings,
         files: HashMap::new(),
     };
-    deployer.remove_disabled().await?;
     loop {
+        deployer.remove_disabled().await?;
         deployer.scan().await?;
         tokio::time::sleep(SCAN_EVERY).await;
     }
@@ -102,7 +102,8 @@ struct Deployer {
 }
 
 impl Deployer {
-    /// Deletes the objects and Addons of disabled manifests.
+    /// Deletes the objects and Addons of disabled manifests (one read per disabled name when
+    /// there is nothing to do).
     async fn remove_disabled(&mut self) -> Result<(), RegistryError> {
         for name in &self.settings.disable {
             let Some(found) = addon::get(&self.objects, &self.registry, name).await? else {
@@ -170,7 +171,8 @@ impl Deployer {
             let Some(name) = found["metadata"]["name"].as_str() else {
                 continue;
             };
-            if files.contains_key(name) || skipped.contains(name) {
+            let disabled = self.settings.disable.iter().any(|d| d == name);
+            if files.contains_key(name) || skipped.contains(name) || disabled {
                 continue;
             }
             let count = addon::listed_objects(&found).len();
