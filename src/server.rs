@@ -248,6 +248,10 @@ async fn serve_api(
         SocketAddr::new(own_ip, config.https_listen_port),
     );
     let membership = Membership::start(store, own, leading.clone(), tasks, shutdown.clone());
+    let manifests = controllers::deploy::manifests_dir(&config.data_dir);
+    if let Err(error) = controllers::deploy::write_bundled(&manifests, &config.disable) {
+        tracing::warn!(dir = %manifests.display(), %error, "cannot write the bundled manifests");
+    }
     tasks.spawn(controllers::run_leader_singletons(
         objects.clone(),
         registry.clone(),
@@ -258,6 +262,11 @@ async fn serve_api(
             node_monitor_grace_period: std::time::Duration::from_secs(
                 config.node_monitor_grace_period,
             ),
+            deploy: controllers::deploy::DeploySettings {
+                dir: manifests,
+                disable: config.disable.clone(),
+                server_id: holder.to_string(),
+            },
         },
         shutdown.clone(),
     ));

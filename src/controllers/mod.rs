@@ -10,6 +10,7 @@
 //!   leader only ([`run_leader_singletons`]): the `default/kubernetes` endpoints from the
 //!   live servers, and NotReady/unreachable marking of nodes whose heartbeat lapsed.
 //! - `node_password.rs`: a deleted Node's password Secret is deleted; orphans are swept.
+//! - `deploy/`: auto-deployed manifests from `<data-dir>/server/manifests` (leader only).
 //!
 //! Every other controller runs on every server at once: each write is conditional (uid,
 //! resourceVersion) and idempotent, and `NotFound`/`Conflict` just mean another server got
@@ -19,6 +20,7 @@
 
 mod bootstrap;
 pub mod crd;
+pub mod deploy;
 mod gc;
 mod graph;
 mod kubernetes_endpoints;
@@ -101,6 +103,8 @@ pub struct LeaderSettings {
     pub https_port: u16,
     /// A node whose heartbeat is older than this is marked unreachable.
     pub node_monitor_grace_period: Duration,
+    /// The auto-deployed manifests: this server's directory, `--disable`, its identity.
+    pub deploy: deploy::DeploySettings,
 }
 
 /// Runs the singletons (the `default/kubernetes` endpoints, node lifecycle) while `leader`
@@ -129,6 +133,13 @@ pub async fn run_leader_singletons(
             let grace = settings.node_monitor_grace_period;
             tasks.spawn(supervise("node-lifecycle", term.clone(), move || {
                 node_lifecycle::run(objects.clone(), registry.clone(), grace)
+            }));
+        }
+        {
+            let (objects, registry) = (objects.clone(), registry.clone());
+            let deploy = settings.deploy.clone();
+            tasks.spawn(supervise("deploy", term.clone(), move || {
+                deploy::run(objects.clone(), registry.clone(), deploy.clone())
             }));
         }
         tokio::select! {

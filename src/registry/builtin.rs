@@ -1,6 +1,10 @@
 //! The built-in kinds, one row each. Adding a kind is adding a row: the REST path,
 //! discovery, OpenAPI and Table output read everything from here.
 
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
 use super::columns::builtin_columns;
 use super::kind::{ResourceType, ScalePaths, SchemaSource, Subresources};
 
@@ -33,6 +37,13 @@ struct Row {
     field_selectors: &'static [&'static str],
     definition_package: &'static str,
 }
+
+/// The group of Capstan's `Addon` kind (auto-deployed manifests).
+pub const ADDON_GROUP: &str = "addons.capstan.io";
+
+/// The definition package of kinds whose schema is written here ([`inline_schema`]), not
+/// taken from k8s-openapi.
+const INLINE: &str = "";
 
 const ROWS: &[Row] = &[
     row(
@@ -350,6 +361,29 @@ const ROWS: &[Row] = &[
         "io.k8s.api.rbac.v1",
     ),
     row(
+        "scheduling.k8s.io",
+        "priorityclasses",
+        "PriorityClass",
+        Cluster,
+        &["pc"],
+        false,
+        NONE,
+        &[],
+        "io.k8s.api.scheduling.v1",
+    ),
+    // Capstan's own: one per auto-deployed manifest file (`controllers/deploy`).
+    row(
+        ADDON_GROUP,
+        "addons",
+        "Addon",
+        Cluster,
+        &[],
+        false,
+        STATUS,
+        &[],
+        INLINE,
+    ),
+    row(
         "apiextensions.k8s.io",
         "customresourcedefinitions",
         "CustomResourceDefinition",
@@ -425,8 +459,73 @@ fn resource_type(row: &Row) -> ResourceType {
             .iter()
             .map(|field| (field.to_string(), field.to_string()))
             .collect(),
-        schema: SchemaSource::Definition(format!("{}.{}", row.definition_package, row.kind)),
-        strategic_merge: true,
+        schema: if row.definition_package == INLINE {
+            SchemaSource::Inline(Arc::new(inline_schema(row.kind)))
+        } else {
+            SchemaSource::Definition(format!("{}.{}", row.definition_package, row.kind))
+        },
+        strategic_merge: row.definition_package != INLINE,
         has_spec_generation: status && row.kind != "Namespace" && row.kind != "Node",
     }
+}
+
+/// The structural schema of a kind Capstan defines itself (validated and pruned like a
+/// custom resource's).
+fn inline_schema(kind: &str) -> Value {
+    match kind {
+        "Addon" => addon_schema(),
+        _ => json!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true }),
+    }
+}
+
+/// `addons.capstan.io/v1 Addon`: one auto-deployed manifest file and what applying it did.
+fn addon_schema() -> Value {
+    let string = |description: &str| json!({ "type": "string", "description": description });
+    json!({
+        "type": "object",
+        "description": "Addon records one manifest file of <data-dir>/server/manifests and the objects applied from it.",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "source": string("Path of the manifest file on the server that applied it."),
+                    "checksum": string("SHA-256 of the file's content, hex."),
+                },
+            },
+            "status": {
+                "type": "object",
+                "properties": {
+                    "objects": {
+                        "type": "array",
+                        "description": "The objects applied from the file.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": string("API version of the object."),
+                                "kind": string("Kind of the object."),
+                                "namespace": string("Namespace of the object; empty when cluster-scoped."),
+                                "name": string("Name of the object."),
+                            },
+                        },
+                    },
+                    "appliedBy": string("Identity of the server that last applied the file."),
+                    "lastApplied": string("When the file was last applied (RFC 3339)."),
+                    "error": string("Why the last attempt failed; empty after a success."),
+                    "conditions": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "type": string("Condition type, e.g. Applied."),
+                                "status": string("True, False or Unknown."),
+                                "reason": string("One-word reason."),
+                                "message": string("Human-readable detail."),
+                                "lastTransitionTime": string("When the status last changed."),
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    })
 }

@@ -47,6 +47,8 @@ pub fn builtin_columns(group: &str, kind: &str) -> Vec<Column> {
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             core_kinds::role_binding()
         }
+        ("scheduling.k8s.io", "PriorityClass") => core_kinds::priority_class(),
+        (super::builtin::ADDON_GROUP, "Addon") => core_kinds::addon(),
         // Kinds without a printer upstream get the default table: NAME and CREATED AT.
         _ => created_at(),
     }

@@ -20,7 +20,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-pub use builtin::builtin_types;
+pub use builtin::{ADDON_GROUP, builtin_types};
 pub use crd::{
     CLEANUP_FINALIZER, CRD_GROUP, CrdNames, resource_types, storage_version, validate_crd,
 };

@@ -246,3 +246,52 @@ fn binding_subjects(binding: &Value, kind: &str) -> Value {
         .collect();
     cell(names.join(", "))
 }
+
+/// `printPriorityClass`: VALUE, GLOBAL-DEFAULT, AGE, PREEMPTIONPOLICY.
+pub(super) fn priority_class() -> Vec<Column> {
+    vec![
+        computed(
+            "Value",
+            "integer",
+            0,
+            "The value of this priority class.",
+            |p| json!(super::int(p, "/value")),
+        ),
+        computed(
+            "Global-Default",
+            "boolean",
+            0,
+            "Whether this priority class is the default one.",
+            |p| {
+                json!(
+                    p.pointer("/globalDefault")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                )
+            },
+        ),
+        age(),
+        computed(
+            "PreemptionPolicy",
+            "string",
+            0,
+            "The policy for preempting pods with lower priority.",
+            |p| or(text(p, "/preemptionPolicy"), "PreemptLowerPriority"),
+        ),
+    ]
+}
+
+/// Capstan's `Addon`: the manifest file and its checksum, as K3s shows them.
+pub(super) fn addon() -> Vec<Column> {
+    vec![
+        computed("Source", "string", 0, "The manifest file.", |a| {
+            cell(text(a, "/spec/source"))
+        }),
+        computed("Checksum", "string", 0, "SHA-256 of the file.", |a| {
+            cell(text(a, "/spec/checksum"))
+        }),
+        computed("Error", "string", 1, "Why the last apply failed.", |a| {
+            cell(text(a, "/status/error"))
+        }),
+    ]
+}
