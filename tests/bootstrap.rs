@@ -519,3 +519,38 @@ async fn a_live_lock_is_waited_for_and_a_stale_one_taken_over() {
     assert!(bootstrap::is_bootstrapped(&store).await.expect("get"));
     database.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disable_changes_on_a_restart_but_not_beside_a_running_server() {
+    common::install_crypto_provider();
+    let database = TestDatabase::create(Engine::Postgres).await;
+    let endpoint = database.endpoint();
+    let dir = tempfile::tempdir().expect("data dir");
+    let mut first = Server::start_with(dir.path(), "server-a", &flags(endpoint, &["--token", "t"]));
+    // While it runs, another server may not bring another --disable list.
+    let other = tempfile::tempdir().expect("data dir");
+    let stderr = refused_server(
+        other.path(),
+        endpoint,
+        &["--token", "t", "--disable", "priority-classes"],
+    );
+    assert!(stderr.contains("--disable"), "{stderr}");
+
+    // Stopped cleanly, the only server may come back with a new list (as K3s users do).
+    assert!(
+        first
+            .terminate(Duration::from_secs(30))
+            .is_some_and(|status| status.success()),
+        "the first server stops cleanly"
+    );
+    let again = Server::start_with(
+        dir.path(),
+        "server-a",
+        &flags(endpoint, &["--token", "t", "--disable", "priority-classes"]),
+    );
+    // And the new list is now the cluster's: the old one is refused beside it.
+    let stderr = refused_server(other.path(), endpoint, &["--token", "t"]);
+    assert!(stderr.contains("--disable"), "{stderr}");
+    drop(again);
+    database.cleanup().await;
+}

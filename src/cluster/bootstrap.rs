@@ -27,7 +27,8 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use serde::{Deserialize, Serialize};
 
 use super::certs::{CertError, CertificateAuthority};
-use crate::datastore::{DatastoreError, Store, WriteOp, WriteOutcome};
+use super::membership;
+use crate::datastore::{DatastoreError, KeyRange, ListRequest, Store, WriteOp, WriteOutcome};
 
 /// Where the sealed bootstrap data lives.
 pub const DATA_KEY: &str = "/capstan/bootstrap/data";
@@ -695,7 +696,27 @@ async fn reconcile_settings(
             if differences.is_empty() {
                 return Ok(());
             }
-            return Err(BootstrapError::SettingsMismatch { differences });
+            // `--disable` may change on a restart, as K3s users expect, as long as no other
+            // server is running with the old list; the networks and domain never change.
+            let only_disable = differences.iter().all(|d| d.setting == "disable");
+            if !only_disable || other_servers_live(store).await? {
+                return Err(BootstrapError::SettingsMismatch { differences });
+            }
+            let value = serde_json::to_vec(settings)
+                .map_err(|error| BootstrapError::Crypto(format!("cannot serialize: {error}")))?;
+            if let WriteOutcome::Applied { .. } = store
+                .update(SETTINGS_KEY, value, stored.mod_revision)
+                .await?
+            {
+                tracing::warn!(
+                    from = %cluster.disable.join(","),
+                    to = %settings.disable.join(","),
+                    "no other server is running: the cluster's --disable list changes to this server's"
+                );
+                return Ok(());
+            }
+            // Someone else changed the settings meanwhile: compare again.
+            continue;
         }
         let value = serde_json::to_vec(settings)
             .map_err(|error| BootstrapError::Crypto(format!("cannot serialize: {error}")))?;
@@ -704,6 +725,23 @@ async fn reconcile_settings(
         }
         // Another server recorded its settings first: compare with those.
     }
+}
+
+/// Whether any server's membership record is still fresh (this server has none yet).
+async fn other_servers_live(store: &Store) -> Result<bool, BootstrapError> {
+    let page = store
+        .list(&ListRequest {
+            range: KeyRange::prefix(membership::SERVERS_PREFIX),
+            revision: None,
+            limit: 0,
+        })
+        .await?;
+    let records: Vec<membership::ServerRecord> = page
+        .items
+        .iter()
+        .filter_map(|item| serde_json::from_slice(&item.value).ok())
+        .collect();
+    Ok(!membership::live_servers(&records, std::time::SystemTime::now()).is_empty())
 }
 
 /// Re-seals the bootstrap data under `new_secret` (it must open with `old_secret`); the
