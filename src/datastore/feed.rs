@@ -11,9 +11,10 @@
 //! commit by any server (at once), or the poll timer, which runs fast while changes flow
 //! and backs off to `poll_interval_ms` when idle: the only mechanism on MySQL and SQLite.
 //!
-//! A new watch reads the database from its start revision up to the poller's position,
-//! then takes the rest from the in-memory window of recent events and registers for live
-//! ones, all under the feed's lock, so there is no gap and no duplicate between the phases.
+//! A new watch whose start revision the in-memory window of recent events reaches takes
+//! the rest from it and registers for live ones at once; an older one first reads the
+//! database up to the poller's position. The hand-over happens under the feed's lock, so
+//! there is no gap and no duplicate between the phases.
 //! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
 //! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
 //!
