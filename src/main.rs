@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use capstan::agent::AgentFlags;
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
+use capstan::bench::watches::WatchBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
 use capstan::server::token::TokenArgs;
 
@@ -60,6 +61,8 @@ enum BenchCommand {
     Datastore(DatastoreBenchArgs),
     /// Many simulated agents registering at once; join latency and spread over servers.
     Join(JoinBenchArgs),
+    /// Thousands of watches on one server: its memory, and how fast a write reaches them all.
+    Watches(WatchBenchArgs),
 }
 
 #[tokio::main]
@@ -74,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Agent(flags) => agent(*flags).await,
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
         Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
+        Command::Bench(BenchCommand::Watches(args)) => bench_watches(args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -172,6 +176,21 @@ async fn bench_join(args: JoinBenchArgs) -> anyhow::Result<ExitCode> {
     )?;
     capstan::bench::join::run(args).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_watches(args: WatchBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let report = capstan::bench::watches::run(args).await?;
+    Ok(
+        if report.events_missed == 0 && report.watches_established == report.watches {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {

@@ -4,5 +4,6 @@
 pub mod datastore;
 pub mod join;
 mod report;
+pub mod watches;
 
 pub use report::DatastoreBenchReport;

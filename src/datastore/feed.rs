@@ -11,9 +11,10 @@
 //! commit by any server (at once), or the poll timer, which runs fast while changes flow
 //! and backs off to `poll_interval_ms` when idle: the only mechanism on MySQL and SQLite.
 //!
-//! A new watch reads the database from its start revision up to the poller's position,
-//! then takes the rest from the in-memory window of recent events and registers for live
-//! ones, all under the feed's lock, so there is no gap and no duplicate between the phases.
+//! A new watch whose start revision the in-memory window of recent events reaches takes
+//! the rest from it and registers for live ones at once; an older one first reads the
+//! database up to the poller's position. The hand-over happens under the feed's lock, so
+//! there is no gap and no duplicate between the phases.
 //! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
 //! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
 //!
@@ -464,6 +465,13 @@ impl Watch {
 
     /// One step towards the live feed: a page from the database, or the hand-over.
     async fn catch_up(&mut self) -> Result<()> {
+        // A watch from near the head (every list-then-watch client) finds all it needs in
+        // the in-memory window: no database round trip. With thousands of watches opened
+        // at once, three queries each queued on the pool for seconds. Compaction was
+        // checked when the watch was created, and the window holds every change since.
+        if self.hand_over() {
+            return Ok(());
+        }
         let position = self.feed.position();
         if self.scanned < position {
             let compaction = self.backend.compaction_state().await?;
@@ -494,6 +502,13 @@ impl Watch {
             self.pending.extend(events);
             return Ok(());
         }
+        self.hand_over();
+        Ok(())
+    }
+
+    /// Takes the rest from the in-memory window and registers for live events, if the
+    /// window reaches back to where this watch stands; `false` if it does not (yet).
+    fn hand_over(&mut self) -> bool {
         let mut state = self.feed.lock();
         let covered = state.position <= self.scanned
             || state
@@ -502,7 +517,7 @@ impl Watch {
                 .is_some_and(|oldest| oldest.revision <= self.scanned + 1);
         if !covered {
             // The feed moved on further than its memory reaches: read more from the database.
-            return Ok(());
+            return false;
         }
         for event in state
             .recent
@@ -522,7 +537,7 @@ impl Watch {
             closed: closed.clone(),
         });
         self.live = Some((receiver, closed));
-        Ok(())
+        true
     }
 
     /// The watch as a `Stream`.
