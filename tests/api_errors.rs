@@ -68,7 +68,10 @@ fn post(path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> http::Reque
 }
 
 /// The list's resourceVersion: the datastore's revision, which any write would move.
-async fn revision(client: &Client) -> String {
+/// The ConfigMaps of `default` as (name, resourceVersion) pairs: what a rejected request
+/// there must leave as it was. (The cluster's revision itself moves on: servers renew their
+/// membership records and apply bundled manifests in the background.)
+async fn stored(client: &Client) -> Vec<(String, String)> {
     let (code, list) = send(
         client,
         http::Request::get("/api/v1/namespaces/default/configmaps")
@@ -77,10 +80,23 @@ async fn revision(client: &Client) -> String {
     )
     .await;
     assert_eq!(code, 200, "{list}");
-    list["metadata"]["resourceVersion"]
-        .as_str()
-        .expect("a list has a resourceVersion")
-        .to_string()
+    list["items"]
+        .as_array()
+        .expect("a list has items")
+        .iter()
+        .map(|item| {
+            (
+                item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                item["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -89,7 +105,7 @@ async fn bad_requests_get_the_right_status_and_store_nothing() {
     let server = Server::start(data_dir.path(), "errors-test");
     let admin = admin_client(&server).await;
     let anonymous = anonymous_client(&server).await;
-    let before = revision(&admin).await;
+    let before = stored(&admin).await;
     let path = "/api/v1/namespaces/default/configmaps";
 
     // No credentials: 401 for the API, health and version stay open.
@@ -216,7 +232,7 @@ async fn bad_requests_get_the_right_status_and_store_nothing() {
 
     // Nothing above wrote anything.
     assert_eq!(
-        revision(&admin).await,
+        stored(&admin).await,
         before,
         "a rejected request changed the datastore"
     );

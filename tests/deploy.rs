@@ -103,7 +103,11 @@ async fn a_dropped_file_is_applied_updated_pruned_and_skipped() {
         || async { (value_of(&config_maps, "one").await.as_deref() == Some("1")).then_some(()) },
     )
     .await;
-    assert_eq!(value_of(&config_maps, "two").await.as_deref(), Some("2"));
+    // The documents of a file are applied one after the other.
+    wait_for("ConfigMap two from the same file", APPLY_WITHIN, || async {
+        (value_of(&config_maps, "two").await.as_deref() == Some("2")).then_some(())
+    })
+    .await;
     let (spec, status) = wait_for("the Addon of app.yaml", APPLY_WITHIN, || async {
         addon_status(&addons, "app").await
     })
