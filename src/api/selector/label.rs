@@ -317,13 +317,19 @@ fn symbol(text: &str) -> Option<Token> {
 /// Splits the input as upstream's lexer: runs of special characters become the longest
 /// known symbol, anything else up to whitespace or a special character an identifier
 /// (or the keywords `in`, `notin`).
+/// Upstream's whitespace: only these separate tokens; other Unicode spaces (a vertical tab)
+/// are part of a word, which validation then rejects.
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
 fn lex(input: &str) -> Vec<(Token, String)> {
     let chars: Vec<char> = input.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if matches!(c, ' ' | '\t' | '\r' | '\n') {
+        if is_blank(c) {
             i += 1;
         } else if is_special(c) {
             let mut buffer = String::new();
@@ -345,7 +351,9 @@ fn lex(input: &str) -> Vec<(Token, String)> {
             }));
         } else {
             let start = i;
-            while i < chars.len() && !is_special(chars[i]) && !chars[i].is_whitespace() {
+            // The same whitespace as above: a word that stopped at another space would be
+            // empty and never advance (an endless loop found by fuzzing).
+            while i < chars.len() && !is_special(chars[i]) && !is_blank(chars[i]) {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();

@@ -175,3 +175,12 @@ fn metav1_label_selector_objects_convert() {
         "In needs values"
     );
 }
+
+/// Found by fuzzing: a vertical tab (whitespace to Rust, not to upstream's lexer) made the
+/// lexer loop forever on an empty word. It is now part of the word, and the key is invalid.
+#[test]
+fn a_vertical_tab_is_rejected_not_an_endless_loop() {
+    assert!(LabelSelector::parse("a.\u{b}xample.com/key==value").is_err());
+    assert!(LabelSelector::parse("a=b\u{b}").is_err());
+    assert!(LabelSelector::parse("a=b\u{a0},c").is_err());
+}
