@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::patch::SchemaRef;
-use crate::registry::{self, FieldError, ResourceType, SchemaSource};
+use crate::registry::{self, ResourceType, SchemaSource};
 
 /// How deep the walk goes; deeper objects are not checked further.
 const MAX_DEPTH: usize = 64;
@@ -14,7 +14,7 @@ pub fn unknown_fields(kind: &ResourceType, object: &Value) -> Vec<String> {
     if let SchemaSource::Inline(schema) = &kind.schema {
         return registry::unknown_fields(schema, object);
     }
-    let object_type = super::rest::object_type(kind);
+    let object_type = kind.object_type();
     let mut found = Vec::new();
     walk(object_type.schema, object, "", 0, &mut found);
     found
@@ -70,21 +70,5 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
             }
         }
         _ => {}
-    }
-}
-
-/// Kind-specific validation: custom resources against their structural schema (pruning
-/// unknown fields), CustomResourceDefinitions by the CRD rules.
-pub fn validate(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
-    match &kind.schema {
-        SchemaSource::Inline(schema) => registry::validate_and_prune(schema, object),
-        _ if kind.group == registry::CRD_GROUP && kind.resource == "customresourcedefinitions" => {
-            let causes = registry::validate_crd(object);
-            if causes.is_empty() {
-                crate::controllers::crd::add_cleanup_finalizer(object);
-            }
-            causes
-        }
-        _ => Vec::new(),
     }
 }

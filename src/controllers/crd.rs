@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::registry::{
     CLEANUP_FINALIZER, CRD_GROUP, CrdNames, DeleteOptions, DeleteOutcome, ObjectStore, Part,
-    Registry, RegistryError, ResourceType, WriteOptions, builtin_types, resource_types,
-    storage_version, timestamp,
+    Registry, RegistryError, ResourceType, WriteOptions, add_cleanup_finalizer, builtin_types,
+    resource_types, storage_version, timestamp,
 };
 use crate::storage::{ListOptions, WatchEventType};
 
@@ -287,19 +287,6 @@ fn has_cleanup_finalizer(crd: &Value) -> bool {
     crd["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|list| list.iter().any(|f| f == CLEANUP_FINALIZER))
-}
-
-/// Adds the cleanup finalizer to a CRD (also what the API layer may call on create, so a
-/// CRD deleted before any controller saw it still has its objects cleaned up).
-pub fn add_cleanup_finalizer(crd: &mut Value) {
-    if !crd["metadata"]["finalizers"].is_array() {
-        crd["metadata"]["finalizers"] = json!([]);
-    }
-    if let Some(list) = crd["metadata"]["finalizers"].as_array_mut()
-        && !list.iter().any(|f| f == CLEANUP_FINALIZER)
-    {
-        list.push(json!(CLEANUP_FINALIZER));
-    }
 }
 
 /// The verdict on every CRD's names: the oldest claim wins, built-in kinds win over all.

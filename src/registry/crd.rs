@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::FieldError;
 use super::kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
@@ -437,6 +437,35 @@ fn check_subresources(subresources: &Value, field: &str, errors: &mut Vec<FieldE
             }
             Some(_) => {}
         }
+    }
+}
+
+/// Adds the cleanup finalizer to a CRD (so its objects are deleted before it goes).
+pub fn add_cleanup_finalizer(crd: &mut Value) {
+    if !crd["metadata"]["finalizers"].is_array() {
+        crd["metadata"]["finalizers"] = json!([]);
+    }
+    if let Some(list) = crd["metadata"]["finalizers"].as_array_mut()
+        && !list.iter().any(|f| f == CLEANUP_FINALIZER)
+    {
+        list.push(json!(CLEANUP_FINALIZER));
+    }
+}
+
+/// Kind-specific validation of a written object, the same for the API and the manifest
+/// deployer: custom resources against their structural schema (pruning unknown fields),
+/// CustomResourceDefinitions by the CRD rules (and given their cleanup finalizer).
+pub fn validate_write(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
+    match &kind.schema {
+        SchemaSource::Inline(schema) => super::validate_and_prune(schema, object),
+        _ if kind.group == CRD_GROUP && kind.resource == "customresourcedefinitions" => {
+            let causes = validate_crd(object);
+            if causes.is_empty() {
+                add_cleanup_finalizer(object);
+            }
+            causes
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -139,3 +139,22 @@ impl ResourceType {
         }
     }
 }
+
+impl ResourceType {
+    /// The kind's schema as the patch engines (strategic merge, apply) need it.
+    pub fn object_type(&self) -> crate::patch::ObjectType<'_> {
+        use crate::patch::{NoSchema, ObjectType, SchemaRef};
+        let schema = match &self.schema {
+            SchemaSource::Definition(name) => {
+                SchemaRef::definition(super::schema::builtin_definitions(), name)
+            }
+            SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
+        };
+        let object_type = ObjectType::new(schema);
+        if self.subresources.status {
+            object_type.with_status_subresource()
+        } else {
+            object_type
+        }
+    }
+}

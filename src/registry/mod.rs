@@ -22,7 +22,8 @@ use std::sync::{Arc, RwLock};
 
 pub use builtin::{ADDON_GROUP, builtin_types};
 pub use crd::{
-    CLEANUP_FINALIZER, CRD_GROUP, CrdNames, resource_types, storage_version, validate_crd,
+    CLEANUP_FINALIZER, CRD_GROUP, CrdNames, add_cleanup_finalizer, resource_types, storage_version,
+    validate_crd, validate_write,
 };
 pub use error::{FieldError, RegistryError};
 pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};

@@ -8,8 +8,6 @@ pub(super) mod read;
 mod subresource;
 mod write;
 
-pub(crate) use write::object_type;
-
 use std::sync::Arc;
 
 use axum::extract::Request;

@@ -16,29 +16,13 @@ use crate::api::body::{
 };
 use crate::api::error::ApiError;
 use crate::patch::{
-    ApplyError, FieldManager, NoSchema, ObjectType, PatchError, SchemaRef, json_patch, merge_patch,
-    record_update, server_side_apply, strategic_merge_patch,
+    ApplyError, FieldManager, PatchError, json_patch, merge_patch, record_update,
+    server_side_apply, strategic_merge_patch,
 };
 use crate::registry::{
-    DeleteOptions, DeleteOutcome, FieldError, Part, RegistryError, ResourceType, SchemaSource,
-    WriteOptions, timestamp,
+    DeleteOptions, DeleteOutcome, FieldError, Part, RegistryError, ResourceType, WriteOptions,
+    timestamp,
 };
-
-/// The schema of a kind, for the patch engines.
-pub(crate) fn object_type(kind: &ResourceType) -> ObjectType<'_> {
-    let schema = match &kind.schema {
-        SchemaSource::Definition(name) => {
-            SchemaRef::definition(crate::registry::schema::builtin_definitions(), name)
-        }
-        SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
-    };
-    let object_type = ObjectType::new(schema);
-    if kind.subresources.status {
-        object_type.with_status_subresource()
-    } else {
-        object_type
-    }
-}
 
 /// Stores `managed` as `metadata.managedFields`, leaving the field out when it is empty.
 fn set_managed_fields(object: &mut Value, managed: Value) {
@@ -110,7 +94,7 @@ fn check_fields(call: &Call, object: &mut Value) -> Result<Vec<String>, ApiError
 
 /// Kind-specific validation (custom resources against their schema, CRDs).
 fn validate(call: &Call, object: &mut Value) -> Result<(), ApiError> {
-    let causes = crate::api::validation::validate(&call.target.kind, object);
+    let causes = crate::registry::validate_write(&call.target.kind, object);
     if causes.is_empty() {
         Ok(())
     } else {
@@ -136,7 +120,7 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     let warnings = check_fields(&call, &mut object)?;
     validate(&call, &mut object)?;
     let manager = field_manager(&call, Part::Main);
-    let managed = record_update(None, &object, &manager, object_type(&call.target.kind));
+    let managed = record_update(None, &object, &manager, call.target.kind.object_type());
     set_managed_fields(&mut object, managed);
     let created = call
         .state
@@ -177,7 +161,7 @@ pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Respons
             |current| {
                 let mut next = object.clone();
                 next["metadata"]["managedFields"] =
-                    record_update(Some(current), &next, &manager, object_type(&kind));
+                    record_update(Some(current), &next, &manager, kind.object_type());
                 Ok(next)
             },
         )
@@ -232,7 +216,7 @@ fn patched(
     manager: &FieldManager,
     force: bool,
 ) -> Result<Value, RegistryError> {
-    let object_type = object_type(kind);
+    let object_type = kind.object_type();
     let mut next = match patch_type {
         PatchType::Json => json_patch(current, patch).map_err(patch_failed)?,
         PatchType::Merge => merge_patch(current, patch),
@@ -311,7 +295,7 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
         Err(RegistryError::NotFound { .. })
             if patch_type == PatchType::Apply && part == Part::Main =>
         {
-            let mut created = server_side_apply(None, &patch, &manager, force, object_type(&kind))
+            let mut created = server_side_apply(None, &patch, &manager, force, kind.object_type())
                 .map_err(apply_failed)?;
             warnings = check_fields(&call, &mut created)?;
             validate(&call, &mut created)?;

@@ -6,10 +6,10 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use crate::patch::{FieldManager, NoSchema, ObjectType, SchemaRef, server_side_apply};
+use crate::patch::{FieldManager, server_side_apply};
 use crate::registry::{
-    CRD_GROUP, DeleteOptions, ObjectStore, Part, Registry, RegistryError, ResourceType,
-    SchemaSource, WriteOptions, timestamp,
+    DeleteOptions, ObjectStore, Part, Registry, RegistryError, ResourceType, WriteOptions,
+    timestamp,
 };
 
 /// The field manager of every write the deployer makes.
@@ -83,22 +83,6 @@ pub(super) enum ApplyObjectError {
     },
 }
 
-/// The schema of a kind for the patch engines (as the API's write path builds it).
-fn object_type(kind: &ResourceType) -> ObjectType<'_> {
-    let schema = match &kind.schema {
-        SchemaSource::Definition(name) => {
-            SchemaRef::definition(crate::registry::builtin_definitions(), name)
-        }
-        SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
-    };
-    let object_type = ObjectType::new(schema);
-    if kind.subresources.status {
-        object_type.with_status_subresource()
-    } else {
-        object_type
-    }
-}
-
 /// The kind of `apiVersion`/`kind` in the current catalog.
 fn find_kind(registry: &Registry, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
     registry.catalog().by_kind(api_version, kind)
@@ -107,17 +91,7 @@ fn find_kind(registry: &Registry, api_version: &str, kind: &str) -> Option<Arc<R
 /// Kind-specific checks the API makes on writes: custom resources against their schema,
 /// CRDs by the CRD rules.
 fn validate(kind: &ResourceType, object: &mut Value) -> Result<(), RegistryError> {
-    let causes = match &kind.schema {
-        SchemaSource::Inline(schema) => crate::registry::validate_and_prune(schema, object),
-        _ if kind.group == CRD_GROUP && kind.resource == "customresourcedefinitions" => {
-            let causes = crate::registry::validate_crd(object);
-            if causes.is_empty() {
-                crate::controllers::crd::add_cleanup_finalizer(object);
-            }
-            causes
-        }
-        _ => Vec::new(),
-    };
+    let causes = crate::registry::validate_write(kind, object);
     if causes.is_empty() {
         Ok(())
     } else {
@@ -181,7 +155,7 @@ pub(super) async fn apply_object(
     let updated = objects
         .update(&kind, ns, &name, Part::Main, &options, |current| {
             let mut next =
-                server_side_apply(Some(current), &patch, &manager, true, object_type(&kind))
+                server_side_apply(Some(current), &patch, &manager, true, kind.object_type())
                     .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
             // The current resourceVersion came along: it is no precondition.
             if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
@@ -196,7 +170,7 @@ pub(super) async fn apply_object(
     match updated {
         Ok(_) => Ok(reference),
         Err(RegistryError::NotFound { .. }) => {
-            let mut created = server_side_apply(None, &patch, &manager, true, object_type(&kind))
+            let mut created = server_side_apply(None, &patch, &manager, true, kind.object_type())
                 .map_err(|e| failed(RegistryError::BadRequest(e.to_string())))?;
             validate(&kind, &mut created).map_err(failed)?;
             match objects.create(&kind, ns, created, &options).await {
