@@ -209,6 +209,25 @@ fn saved_peers(agent: &Agent) -> Vec<String> {
     addresses
 }
 
+/// Waits until the peer list the agent saved satisfies `wanted`.
+async fn wait_for_peers(
+    agent: &Agent,
+    timeout: Duration,
+    what: &str,
+    wanted: impl Fn(&[String]) -> bool,
+) {
+    eventually(timeout, what, || {
+        let peers = saved_peers(agent);
+        let verdict = if wanted(&peers) {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        };
+        async move { verdict }
+    })
+    .await;
+}
+
 /// The server (index) the agent's load balancer uses, as the agent reported it to the
 /// server holding its registration (`/capstan/agents/<node>` in the datastore).
 async fn active_server(db: &TestDatabase, node: &str, servers: &[Server]) -> Result<usize, String> {
@@ -373,19 +392,11 @@ async fn an_agent_joins_becomes_ready_and_survives_its_server_dying() {
         "kubectl through the agent: {}",
         text(&output)
     );
-    eventually(
+    wait_for_peers(
+        &agent,
         Duration::from_secs(10),
         "the agent saves both servers",
-        || {
-            let peers = saved_peers(&agent);
-            async move {
-                if peers.len() == 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{peers:?}"))
-                }
-            }
-        },
+        |peers| peers.len() == 2,
     )
     .await;
 
@@ -422,20 +433,11 @@ async fn an_agent_joins_becomes_ready_and_survives_its_server_dying() {
         "failover took {took:?}; agent log:\n{}",
         agent.log_text()
     );
-    eventually(
+    wait_for_peers(
+        &agent,
         Duration::from_secs(15),
         "the dead server leaves the peer list",
-        || {
-            let peers = saved_peers(&agent);
-            let dead = dead_address.clone();
-            async move {
-                if peers.len() == 1 && !peers.contains(&dead) {
-                    Ok(())
-                } else {
-                    Err(format!("{peers:?}"))
-                }
-            }
-        },
+        |peers| peers.len() == 1 && !peers.contains(&dead_address),
     )
     .await;
     let client = cluster.any_client().await;
@@ -457,19 +459,11 @@ async fn agents_keep_working_while_the_registration_address_is_down() {
         "node-b",
         &[],
     );
-    eventually(
+    wait_for_peers(
+        &agent,
         Duration::from_secs(10),
         "the agent saves both servers",
-        || {
-            let peers = saved_peers(&agent);
-            async move {
-                if peers.len() == 2 {
-                    Ok(())
-                } else {
-                    Err(format!("{peers:?}"))
-                }
-            }
-        },
+        |peers| peers.len() == 2,
     )
     .await;
 
@@ -659,20 +653,11 @@ async fn agents_learn_a_server_that_joins_later() {
         &[],
     );
     let third = cluster.add_server().address().to_string();
-    eventually(
+    wait_for_peers(
+        &agent,
         Duration::from_secs(15),
         "the agent learns the third server",
-        || {
-            let peers = saved_peers(&agent);
-            let third = third.clone();
-            async move {
-                if peers.len() == 3 && peers.contains(&third) {
-                    Ok(())
-                } else {
-                    Err(format!("{peers:?}"))
-                }
-            }
-        },
+        |peers| peers.len() == 3 && peers.contains(&third),
     )
     .await;
     drop(agent);
