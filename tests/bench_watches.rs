@@ -5,17 +5,14 @@
 
 mod common;
 
+use capstan::bench::client::ClusterArgs;
 use capstan::bench::watches::{WatchBenchArgs, measure};
 use capstan::datastore::Engine;
 use common::server::TestServer;
 
 fn args(kubeconfig: std::path::PathBuf) -> WatchBenchArgs {
     WatchBenchArgs {
-        kubeconfig: Some(kubeconfig),
-        data_dir: "/nonexistent".into(),
-        server: None,
-        token: None,
-        certificate_authority: None,
+        cluster: ClusterArgs::from_kubeconfig(kubeconfig),
         namespace: "default".to_string(),
         watches: 1000,
         streams_per_connection: 100,

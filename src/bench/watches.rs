@@ -9,25 +9,21 @@
 //! Retry-After while its memory stays bounded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use axum::http::{self, Method, Request, StatusCode, Uri};
-use base64::Engine as _;
+use axum::http::{self, Method, Request, StatusCode};
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use super::client::Memory;
+use super::client::{ClusterArgs, Sender, Target, connect, memory, percentile, request, send};
 
 /// Name of the ConfigMap the bench writes.
 const CONFIGMAP: &str = "capstan-bench-watches";
@@ -35,28 +31,9 @@ const CONFIGMAP: &str = "capstan-bench-watches";
 /// Options of `capstan bench watches`.
 #[derive(Debug, Clone, Args)]
 pub struct WatchBenchArgs {
-    /// The admin kubeconfig (server URL, CA and client certificate); default
-    /// `<data-dir>/server/admin.kubeconfig`.
-    #[arg(long, value_name = "PATH")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The server's data directory, to find its admin kubeconfig.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/capstan")]
-    pub data_dir: PathBuf,
-    /// The server URL (`https://host:port`), instead of a kubeconfig; needs `--token`.
-    #[arg(long, value_name = "URL", requires = "token")]
-    pub server: Option<String>,
-    /// A bearer token for `--server` (the server's TLS certificate is then not verified
-    /// unless `--certificate-authority` is given).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        hide_env_values = true,
-        env = "CAPSTAN_TOKEN"
-    )]
-    pub token: Option<String>,
-    /// CA certificate (PEM) to verify `--server` with.
-    #[arg(long, value_name = "PATH")]
-    pub certificate_authority: Option<PathBuf>,
+    /// Where the server is and the credentials to reach it (the first `--server` only).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The namespace of the watched ConfigMap.
     #[arg(long, default_value = "default")]
     pub namespace: String,
@@ -84,15 +61,6 @@ pub struct WatchBenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The server's memory at one moment, in MiB.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Memory {
-    /// Resident set size.
-    pub rss_mib: f64,
-    /// Peak resident set size since the process started.
-    pub hwm_mib: f64,
 }
 
 /// What the overload phase measured.
@@ -147,17 +115,6 @@ pub struct WatchBenchReport {
     pub overload: Option<OverloadReport>,
 }
 
-/// Where and how to reach the server.
-struct Target {
-    uri: Uri,
-    host: String,
-    port: u16,
-    tls: Arc<ClientConfig>,
-    token: Option<String>,
-}
-
-type Sender = SendRequest<Full<Bytes>>;
-
 /// One arrival: (watch index, resourceVersion, when).
 type Arrival = (usize, u64, Instant);
 
@@ -174,7 +131,13 @@ pub async fn run(args: WatchBenchArgs) -> anyhow::Result<WatchBenchReport> {
 
 /// Runs the benchmark and returns its report without printing it.
 pub async fn measure(args: &WatchBenchArgs) -> anyhow::Result<WatchBenchReport> {
-    let target = Arc::new(target(args)?);
+    let target = Arc::new(
+        args.cluster
+            .targets()?
+            .into_iter()
+            .next()
+            .context("no server to measure")?,
+    );
     let memory_before = args.server_pid.and_then(memory);
     let per_connection = args.streams_per_connection.max(1);
     let connection_count = args.watches.div_ceil(per_connection).max(1);
@@ -499,211 +462,6 @@ async fn overload(
     })
 }
 
-fn request(
-    target: &Target,
-    method: Method,
-    path: &str,
-    content_type: Option<&str>,
-    body: Option<String>,
-) -> anyhow::Result<Request<Full<Bytes>>> {
-    let uri = format!(
-        "{}://{}{path}",
-        target.uri.scheme_str().unwrap_or("https"),
-        target
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .unwrap_or(&target.host)
-    );
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(http::header::ACCEPT, "application/json");
-    if let Some(content_type) = content_type {
-        builder = builder.header(http::header::CONTENT_TYPE, content_type);
-    }
-    if let Some(token) = &target.token {
-        builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    Ok(builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?)
-}
-
-async fn send(
-    sender: &Sender,
-    request: Request<Full<Bytes>>,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut sender = sender.clone();
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// One HTTP/2 connection (ALPN h2) to the target.
-async fn connect(target: &Target) -> anyhow::Result<Sender> {
-    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .with_context(|| format!("cannot connect to {}", target.uri))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(target.host.clone())?;
-    let tls = tokio_rustls::TlsConnector::from(target.tls.clone())
-        .connect(name, tcp)
-        .await
-        .with_context(|| format!("TLS handshake with {}", target.uri))?;
-    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-        bail!("{} did not agree to HTTP/2", target.uri);
-    }
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(16 << 20)
-        .handshake(TokioIo::new(tls))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "bench connection ended");
-        }
-    });
-    Ok(sender)
-}
-
-fn target(args: &WatchBenchArgs) -> anyhow::Result<Target> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(server) = &args.server {
-        let token = args.token.clone().context("--server needs --token")?;
-        let tls = match &args.certificate_authority {
-            Some(path) => {
-                let pem = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                crate::agent::tls::verifying(&pem)?
-            }
-            None => crate::agent::tls::unverified(),
-        };
-        return target_for(server, with_h2(tls), Some(token));
-    }
-    let path = args
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("server/admin.kubeconfig"));
-    from_kubeconfig(&path)
-}
-
-fn with_h2(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::clone(&config);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(config)
-}
-
-fn target_for(
-    server: &str,
-    tls: Arc<ClientConfig>,
-    token: Option<String>,
-) -> anyhow::Result<Target> {
-    let uri: Uri = server
-        .parse()
-        .with_context(|| format!("bad server URL {server}"))?;
-    let host = uri.host().context("server URL has no host")?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    Ok(Target {
-        uri,
-        host,
-        port,
-        tls,
-        token,
-    })
-}
-
-/// The server, CA and credentials of a kubeconfig's current context (inline data only,
-/// as Capstan writes it).
-fn from_kubeconfig(path: &Path) -> anyhow::Result<Target> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let config: Value = serde_saphyr::from_str(&text)
-        .with_context(|| format!("{} is not a kubeconfig", path.display()))?;
-    let current = config["current-context"].as_str().unwrap_or_default();
-    let named = |list: &str, name: &str, field: &str| -> Value {
-        config[list]
-            .as_array()
-            .and_then(|items| {
-                items
-                    .iter()
-                    .find(|item| name.is_empty() || item["name"] == name)
-            })
-            .map(|item| item[field].clone())
-            .unwrap_or(Value::Null)
-    };
-    let context = named("contexts", current, "context");
-    let cluster = named(
-        "clusters",
-        context["cluster"].as_str().unwrap_or_default(),
-        "cluster",
-    );
-    let user = named(
-        "users",
-        context["user"].as_str().unwrap_or_default(),
-        "user",
-    );
-    let decode = |value: &Value| -> anyhow::Result<Option<Vec<u8>>> {
-        value
-            .as_str()
-            .map(|data| base64::engine::general_purpose::STANDARD.decode(data))
-            .transpose()
-            .context("bad base64 data in the kubeconfig")
-    };
-    let server = cluster["server"]
-        .as_str()
-        .context("the kubeconfig names no server")?;
-    let ca = decode(&cluster["certificate-authority-data"])?
-        .context("the kubeconfig has no certificate-authority-data")?;
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(der.context("bad CA certificate in the kubeconfig")?)?;
-    }
-    let builder = ClientConfig::builder().with_root_certificates(roots);
-    let token = user["token"].as_str().map(str::to_string);
-    let tls = match (
-        decode(&user["client-certificate-data"])?,
-        decode(&user["client-key-data"])?,
-    ) {
-        (Some(cert), Some(key)) => {
-            let certs = CertificateDer::pem_slice_iter(&cert)
-                .collect::<Result<Vec<_>, _>>()
-                .context("bad client certificate in the kubeconfig")?;
-            let key =
-                PrivateKeyDer::from_pem_slice(&key).context("bad client key in the kubeconfig")?;
-            builder.with_client_auth_cert(certs, key)?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    target_for(server, with_h2(Arc::new(tls)), token)
-}
-
-/// VmRSS and VmHWM of `pid`, from /proc.
-fn memory(pid: u32) -> Option<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|line| line.starts_with(name))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    Some(Memory {
-        rss_mib: field("VmRSS:")?,
-        hwm_mib: field("VmHWM:")?,
-    })
-}
-
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn print_text(report: &WatchBenchReport) {
     let memory = |m: Option<Memory>| match m {
         Some(m) => format!("RSS {:.1} MiB (peak {:.1} MiB)", m.rss_mib, m.hwm_mib),
@@ -750,13 +508,5 @@ mod tests {
         assert_eq!(modified_version(line), Some(42));
         let added = br#"{"type":"ADDED","object":{"metadata":{"resourceVersion":"42"}}}"#;
         assert_eq!(modified_version(added), None);
-    }
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 0.5), 50.0);
-        assert_eq!(percentile(&values, 0.99), 99.0);
-        assert_eq!(percentile(&[], 0.99), 0.0);
     }
 }
