@@ -599,6 +599,18 @@ fn add_finalizer(object: &mut Value, finalizer: &str) {
     }
 }
 
+/// Gives `to` the `status` of `from`: a copy, or none when `from` has none.
+fn copy_status(from: &Value, to: &mut Value) {
+    match from.get("status") {
+        Some(status) => to["status"] = status.clone(),
+        None => {
+            if let Some(map) = to.as_object_mut() {
+                map.remove("status");
+            }
+        }
+    }
+}
+
 /// Fills in the server-owned fields of a new object and checks it claims the right kind.
 fn prepare_for_create(
     kind: &ResourceType,
@@ -706,27 +718,13 @@ fn merge_for_update(
     let mut next = match part {
         Part::Main => {
             if kind.subresources.status {
-                match current.get("status") {
-                    Some(status) => proposed["status"] = status.clone(),
-                    None => {
-                        if let Some(map) = proposed.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
+                copy_status(current, &mut proposed);
             }
             proposed
         }
         Part::Status => {
             let mut next = current.clone();
-            match proposed.get("status") {
-                Some(status) => next["status"] = status.clone(),
-                None => {
-                    if let Some(map) = next.as_object_mut() {
-                        map.remove("status");
-                    }
-                }
-            }
+            copy_status(&proposed, &mut next);
             next
         }
         Part::Finalize => {
