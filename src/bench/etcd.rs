@@ -45,7 +45,11 @@ pub struct EtcdBenchArgs {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub clients_per_connection: usize,
     /// Key prefix; each put writes `<prefix>/<run>-<client>-<n>`.
-    #[arg(long, value_name = "PREFIX", default_value = "/registry/configmaps/bench")]
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "/registry/configmaps/bench"
+    )]
     pub prefix: String,
     /// Print the report as JSON (the shape of `capstan bench api --json`).
     #[arg(long)]
@@ -120,7 +124,10 @@ impl EtcdClient {
             .authority()
             .with_context(|| format!("etcd endpoint {endpoint} has no host"))?
             .clone();
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(2379);
         let tcp = tokio::net::TcpStream::connect((host, port))
             .await
@@ -204,7 +211,10 @@ fn grpc_frame(message: &impl Message) -> Bytes {
 /// The one message in a unary gRPC answer.
 fn grpc_unframe(mut body: Bytes) -> anyhow::Result<Bytes> {
     if body.len() < 5 {
-        bail!("etcd's answer is {} bytes, too short for a gRPC message", body.len());
+        bail!(
+            "etcd's answer is {} bytes, too short for a gRPC message",
+            body.len()
+        );
     }
     let compressed = body.get_u8();
     let length = body.get_u32() as usize;
@@ -212,7 +222,10 @@ fn grpc_unframe(mut body: Bytes) -> anyhow::Result<Bytes> {
         bail!("etcd answered with a compressed message, which was not asked for");
     }
     if body.len() < length {
-        bail!("etcd's answer is cut short ({} of {length} bytes)", body.len());
+        bail!(
+            "etcd's answer is cut short ({} of {length} bytes)",
+            body.len()
+        );
     }
     Ok(body.split_to(length))
 }
@@ -305,7 +318,7 @@ pub async fn measure(args: &EtcdBenchArgs) -> anyhow::Result<EtcdBenchReport> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    if !(args.duration > 0.0) {
+    if args.duration.is_nan() || args.duration <= 0.0 {
         bail!("--duration must be positive");
     }
     if args.rate < 0.0 {
@@ -320,8 +333,8 @@ pub async fn measure(args: &EtcdBenchArgs) -> anyhow::Result<EtcdBenchReport> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let value = Bytes::from(vec![b'v'; args.value_bytes]);
     // Each client gets an equal share of the offered rate.
-    let interval = (args.rate > 0.0)
-        .then(|| Duration::from_secs_f64(args.clients as f64 / args.rate));
+    let interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.clients as f64 / args.rate));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
@@ -343,7 +356,13 @@ pub async fn measure(args: &EtcdBenchArgs) -> anyhow::Result<EtcdBenchReport> {
             let mut n: u64 = 0;
             loop {
                 if let Some(ticker) = ticker.as_mut() {
-                    ticker.tick().await;
+                    // Stop at the deadline rather than sleep past it for one more tick.
+                    if tokio::time::timeout_at(deadline.into(), ticker.tick())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
                 if Instant::now() >= deadline {
                     break;
@@ -424,7 +443,12 @@ fn print_text(report: &EtcdBenchReport) {
     if let Some(create) = report.verbs.get("create") {
         println!(
             "  {} puts, {:.0}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms; {} errors",
-            create.count, create.per_sec, create.p50_ms, create.p90_ms, create.p99_ms, create.errors
+            create.count,
+            create.per_sec,
+            create.p50_ms,
+            create.p90_ms,
+            create.p99_ms,
+            create.errors
         );
     }
     if let Some(error) = &report.first_error {
@@ -458,10 +482,9 @@ mod tests {
                 ..ResponseHeader::default()
             }),
         };
-        let decoded = PutResponse::decode(
-            grpc_unframe(grpc_frame(&answer)).expect("a whole frame unframes"),
-        )
-        .expect("decodes");
+        let decoded =
+            PutResponse::decode(grpc_unframe(grpc_frame(&answer)).expect("a whole frame unframes"))
+                .expect("decodes");
         assert_eq!(decoded.header.map(|h| h.revision), Some(42));
         assert!(grpc_unframe(Bytes::from_static(&[0, 0, 0, 0, 9, 1])).is_err());
     }

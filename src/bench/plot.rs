@@ -17,12 +17,14 @@ use serde_json::Value;
 
 /// Options of `capstan bench plot`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Each REPORT is a file of reports from `capstan bench api --json` or \
+#[command(
+    after_help = "Each REPORT is a file of reports from `capstan bench api --json` or \
 `capstan bench etcd --json`: one JSON object, a JSON array of them, or one per line. A report's \
 `label` field names its line (reports without one take the file's name); `LABEL=FILE` labels \
 every report of FILE. Points of a label are joined in order of their write rate.\n\n\
 Example: capstan bench plot --output docs/bench/latency-vs-load.svg \
-'etcd 3.4=out/etcd.jsonl' out/capstan-postgres.jsonl --ceiling 'pgbench=9000'")]
+'etcd 3.4=out/etcd.jsonl' out/capstan-postgres.jsonl --ceiling 'pgbench=9000'"
+)]
 pub struct PlotArgs {
     /// The SVG file to write.
     #[arg(long, value_name = "FILE.svg")]
@@ -216,7 +218,9 @@ pub fn draw(
         chart
             .draw_series(LineSeries::new(p99.clone(), color.stroke_width(2)))?
             .label(format!("{label} p99"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart.draw_series(
             p99.iter()
                 .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
@@ -300,7 +304,7 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     if high == 0.0 {
         return (0.1, 10.0);
     }
-    let low = 10f64.powf(low.log10().floor()).min(1.0).max(0.01);
+    let low = 10f64.powf(low.log10().floor()).clamp(0.01, 1.0);
     let high = 10f64.powf(high.log10().ceil()).max(10.0);
     (low, high)
 }
@@ -365,7 +369,11 @@ mod tests {
         .expect("the plot is drawn");
 
         let svg = std::fs::read_to_string(&output).expect("the SVG exists");
-        assert!(svg.starts_with("<svg"), "not an SVG: {}", &svg[..svg.len().min(80)]);
+        assert!(
+            svg.starts_with("<svg"),
+            "not an SVG: {}",
+            &svg[..svg.len().min(80)]
+        );
         for text in [
             "Capstan Postgres (2 servers) p99",
             "etcd 3.4 p99",
@@ -377,16 +385,22 @@ mod tests {
         ] {
             assert!(svg.contains(text), "the SVG lacks {text:?}");
         }
-        assert!(!svg.contains("ignored"), "the command-line label replaces the report's");
+        assert!(
+            !svg.contains("ignored"),
+            "the command-line label replaces the report's"
+        );
     }
 
     #[test]
     fn points_of_a_label_are_ordered_by_rate() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let file = dir.path().join("etcd.jsonl");
-        let lines = [report("etcd", 900.0, 2.0, None), report("etcd", 100.0, 1.0, None)]
-            .map(|r| r.to_string())
-            .join("\n");
+        let lines = [
+            report("etcd", 900.0, 2.0, None),
+            report("etcd", 100.0, 1.0, None),
+        ]
+        .map(|r| r.to_string())
+        .join("\n");
         std::fs::write(&file, lines).expect("write reports");
         let mut series = Series::new();
         load(&mut series, &file, None).expect("loads");
