@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
 /// Options of `capstan bench plot`.
@@ -204,6 +205,8 @@ pub fn draw(
         .configure_mesh()
         .x_desc("achieved writes per second")
         .y_desc("create latency, ms (p99 solid, p50 dashed)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| milliseconds(*y))
         .draw()?;
     for (label, points) in series {
         let color = colors[label.as_str()];
@@ -227,16 +230,35 @@ pub fn draw(
         )?;
         chart.draw_series(DashedLineSeries::new(p50, 6, 4, color.stroke_width(1)))?;
     }
-    for (label, rate) in ceilings {
+    // Ceilings: dotted grey verticals, each named beside its line at its own height.
+    for (index, (label, rate)) in ceilings.iter().enumerate() {
+        let grey = RGBColor(60 + 50 * (index % 3) as u8, 60, 60);
+        let text = format!("{label} ceiling ({rate:.0}/s)");
         chart
             .draw_series(DashedLineSeries::new(
                 vec![(*rate, low), (*rate, high)],
                 3,
                 3,
-                BLACK.stroke_width(1),
+                grey.stroke_width(1),
             ))?
-            .label(format!("{label} ceiling ({rate:.0}/s)"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+            .label(text.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1))
+            });
+        let height = high / 10f64.powf(0.2 * (index + 1) as f64);
+        let anchor = if *rate > max_rate * 0.6 {
+            Pos::new(HPos::Right, VPos::Center)
+        } else {
+            Pos::new(HPos::Left, VPos::Center)
+        };
+        let style = TextStyle::from(("sans-serif", 12).into_font())
+            .color(&grey)
+            .pos(anchor);
+        chart.draw_series(std::iter::once(Text::new(
+            format!(" {text} "),
+            (*rate, height),
+            style,
+        )))?;
     }
     chart
         .configure_series_labels()
@@ -259,6 +281,8 @@ pub fn draw(
             .configure_mesh()
             .x_desc("achieved writes per second")
             .y_desc("watch p99, ms (cross-server where measured)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| milliseconds(*y))
             .draw()?;
         for (label, points) in series {
             let watched: Vec<(f64, f64)> = points
@@ -307,6 +331,15 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let low = 10f64.powf(low.log10().floor()).clamp(0.01, 1.0);
     let high = 10f64.powf(high.log10().ceil()).max(10.0);
     (low, high)
+}
+
+/// An axis label in milliseconds: decimals only below 1.
+fn milliseconds(value: f64) -> String {
+    if value < 1.0 {
+        format!("{value}")
+    } else {
+        format!("{value:.0}")
+    }
 }
 
 /// Distinct colours that read on white.
