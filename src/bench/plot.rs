@@ -16,6 +16,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value;
 
+/// The full-speed marker: a square of 8 pixels around its point.
+const SQUARE: [(i32, i32); 2] = [(-4, -4), (4, 4)];
+
 /// Options of `capstan bench plot`.
 #[derive(Debug, Clone, Args)]
 #[command(
@@ -52,6 +55,9 @@ pub struct Point {
     pub write_p99_ms: f64,
     /// Watch delivery p99 (cross-server when measured), milliseconds.
     pub watch_p99_ms: Option<f64>,
+    /// Whether the run was paced (`rate_offered` set); full-speed runs are drawn as
+    /// separate squares, not joined to the paced line (often another workload).
+    pub paced: bool,
 }
 
 /// The points of one label, in order of write rate.
@@ -145,8 +151,19 @@ pub fn point(report: &Value) -> anyhow::Result<Point> {
         writes_per_sec,
         write_p50_ms: number(&verb["p50_ms"]).context("no p50_ms")?,
         write_p99_ms: number(&verb["p99_ms"]).context("no p99_ms")?,
-        watch_p99_ms: number(&watch["cross_server_p99_ms"]).or_else(|| number(&watch["p99_ms"])),
+        watch_p99_ms: watch_p99(watch),
+        paced: number(&report["rate_offered"]).is_some_and(|rate| rate > 0.0),
     })
+}
+
+/// The cross-server watch p99 when the run measured any (two servers or more), else the
+/// same-server one.
+fn watch_p99(watch: &Value) -> Option<f64> {
+    let cross_samples = watch["cross_server_samples"].as_u64();
+    let cross = watch["cross_server_p99_ms"]
+        .as_f64()
+        .filter(|p99| cross_samples.map_or(*p99 > 0.0, |samples| samples > 0));
+    cross.or_else(|| watch["p99_ms"].as_f64())
 }
 
 /// Draws the charts into an SVG file.
@@ -204,18 +221,17 @@ pub fn draw(
     chart
         .configure_mesh()
         .x_desc("achieved writes per second")
-        .y_desc("create latency, ms (p99 solid, p50 dashed)")
+        .y_desc("create latency, ms (p99 solid, p50 dashed; squares: full speed)")
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| milliseconds(*y))
         .draw()?;
     for (label, points) in series {
         let color = colors[label.as_str()];
-        let p99: Vec<(f64, f64)> = points
-            .iter()
+        let paced = || points.iter().filter(|p| p.paced);
+        let p99: Vec<(f64, f64)> = paced()
             .map(|p| (p.writes_per_sec, p.write_p99_ms.max(low)))
             .collect();
-        let p50: Vec<(f64, f64)> = points
-            .iter()
+        let p50: Vec<(f64, f64)> = paced()
             .map(|p| (p.writes_per_sec, p.write_p50_ms.max(low)))
             .collect();
         chart
@@ -229,6 +245,18 @@ pub fn draw(
                 .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
         )?;
         chart.draw_series(DashedLineSeries::new(p50, 6, 4, color.stroke_width(1)))?;
+        // Full-speed runs: a filled square at p99, a hollow one at p50.
+        for point in points.iter().filter(|p| !p.paced) {
+            let (x, p99, p50) = (
+                point.writes_per_sec,
+                point.write_p99_ms.max(low),
+                point.write_p50_ms.max(low),
+            );
+            chart.draw_series([
+                EmptyElement::at((x, p99)) + Rectangle::new(SQUARE, color.filled()),
+                EmptyElement::at((x, p50)) + Rectangle::new(SQUARE, color.stroke_width(1)),
+            ])?;
+        }
     }
     // Ceilings: dotted grey verticals, each named beside its line at its own height.
     for (index, (label, rate)) in ceilings.iter().enumerate() {
@@ -287,12 +315,23 @@ pub fn draw(
         for (label, points) in series {
             let watched: Vec<(f64, f64)> = points
                 .iter()
+                .filter(|p| p.paced)
                 .filter_map(|p| Some((p.writes_per_sec, p.watch_p99_ms?.max(low))))
                 .collect();
-            if watched.is_empty() {
+            let full_speed: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| !p.paced)
+                .filter_map(|p| Some((p.writes_per_sec, p.watch_p99_ms?.max(low))))
+                .collect();
+            if watched.is_empty() && full_speed.is_empty() {
                 continue;
             }
             let color = colors[label.as_str()];
+            chart.draw_series(
+                full_speed
+                    .iter()
+                    .map(|&point| EmptyElement::at(point) + Rectangle::new(SQUARE, color.filled())),
+            )?;
             chart
                 .draw_series(LineSeries::new(watched.clone(), color.stroke_width(2)))?
                 .label(format!("{label} watch p99"))
@@ -440,6 +479,21 @@ mod tests {
         let rates: Vec<f64> = series["etcd"].iter().map(|p| p.writes_per_sec).collect();
         assert_eq!(rates, vec![98.0, 882.0]);
         assert_eq!(series["etcd"][0].watch_p99_ms, None);
+    }
+
+    #[test]
+    fn one_server_runs_show_their_same_server_watch_latency_and_full_speed_is_apart() {
+        let report = serde_json::json!({
+            "rate_offered": null, "writes_per_sec": 3000.0,
+            "verbs": {"create": {"p50_ms": 8.0, "p99_ms": 37.0}},
+            "watch": {"p99_ms": 6.5, "cross_server_p99_ms": 0.0, "cross_server_samples": 0},
+        });
+        let point = point(&report).expect("a full report");
+        assert_eq!(point.watch_p99_ms, Some(6.5));
+        assert!(
+            !point.paced,
+            "a run without an offered rate is a full-speed one"
+        );
     }
 
     #[test]
