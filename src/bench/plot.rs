@@ -25,7 +25,9 @@ const SQUARE: [(i32, i32); 2] = [(-4, -4), (4, 4)];
     after_help = "Each REPORT is a file of reports from `capstan bench api --json` or \
 `capstan bench etcd --json`: one JSON object, a JSON array of them, or one per line. A report's \
 `label` field names its line (reports without one take the file's name); `LABEL=FILE` labels \
-every report of FILE. Points of a label are joined in order of their write rate.\n\n\
+every report of FILE. Paced reports (`rate_offered` set) of a label are joined in order of \
+their write rate; full-speed ones are drawn as squares apart from the line (filled: p99, \
+hollow: p50).\n\n\
 Example: capstan bench plot --output docs/bench/latency-vs-load.svg \
 'etcd 3.4=out/etcd.jsonl' out/capstan-postgres.jsonl --ceiling 'pgbench=9000'"
 )]
