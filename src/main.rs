@@ -11,7 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 use capstan::agent::AgentFlags;
 use capstan::bench::datastore::DatastoreBenchArgs;
+use capstan::bench::etcd::EtcdBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
+use capstan::bench::plot::PlotArgs;
 use capstan::bench::watches::WatchBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
 use capstan::server::token::TokenArgs;
@@ -63,6 +65,10 @@ enum BenchCommand {
     Join(JoinBenchArgs),
     /// Thousands of watches on one server: its memory, and how fast a write reaches them all.
     Watches(WatchBenchArgs),
+    /// The create load of `bench api`, put straight into an etcd v3 server (the reference).
+    Etcd(EtcdBenchArgs),
+    /// Draws latency against load from saved `bench api` / `bench etcd` JSON reports (SVG).
+    Plot(PlotArgs),
 }
 
 #[tokio::main]
@@ -78,6 +84,10 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
         Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
         Command::Bench(BenchCommand::Watches(args)) => bench_watches(args).await,
+        Command::Bench(BenchCommand::Etcd(args)) => bench_etcd(args).await,
+        Command::Bench(BenchCommand::Plot(args)) => {
+            capstan::bench::plot::run(&args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -191,6 +201,19 @@ async fn bench_watches(args: WatchBenchArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         },
     )
+}
+
+async fn bench_etcd(args: EtcdBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let report = capstan::bench::etcd::run(args).await?;
+    Ok(if report.errors == 0 && report.writes > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {

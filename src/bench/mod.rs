@@ -3,7 +3,9 @@
 
 pub mod client;
 pub mod datastore;
+pub mod etcd;
 pub mod join;
+pub mod plot;
 mod report;
 pub mod watches;
 
