@@ -98,10 +98,14 @@ impl Storage {
 
     /// Creates the object at `key`; `AlreadyExists` if the key is taken. Returns the object
     /// as stored, with its resourceVersion.
-    pub async fn create(&self, key: &ObjectKey, object: Value) -> Result<Value> {
-        let bytes = object::encode(key.as_str(), object)?;
-        match self.store.create(key.as_str(), bytes.clone()).await? {
-            WriteOutcome::Applied { revision } => object::decode(key.as_str(), &bytes, revision),
+    pub async fn create(&self, key: &ObjectKey, mut object: Value) -> Result<Value> {
+        let bytes = object::encode(key.as_str(), &mut object)?;
+        match self.store.create(key.as_str(), bytes).await? {
+            WriteOutcome::Applied { revision } => {
+                // The stored bytes are `object` exactly; no need to parse them back.
+                object::set_resource_version(key.as_str(), &mut object, revision)?;
+                Ok(object)
+            }
             WriteOutcome::Conflict { .. } => Err(StorageError::AlreadyExists {
                 key: key.to_string(),
             }),
@@ -133,19 +137,31 @@ impl Storage {
 
     /// Replaces the object at `key` if its resourceVersion is still `expected`: `Conflict`
     /// when someone changed it since, `NotFound` when it is gone.
-    pub async fn update(&self, key: &ObjectKey, object: Value, expected: &str) -> Result<Value> {
+    pub async fn update(
+        &self,
+        key: &ObjectKey,
+        mut object: Value,
+        expected: &str,
+    ) -> Result<Value> {
         let expected_revision = parse_resource_version(expected)?;
-        let bytes = object::encode(key.as_str(), object)?;
-        self.update_at(key, bytes, expected_revision).await
+        let bytes = object::encode(key.as_str(), &mut object)?;
+        self.update_at(key, object, bytes, expected_revision).await
     }
 
-    async fn update_at(&self, key: &ObjectKey, bytes: Vec<u8>, expected: i64) -> Result<Value> {
-        let outcome = self
-            .store
-            .update(key.as_str(), bytes.clone(), expected)
-            .await?;
+    /// Writes `bytes` (the encoding of `object`) over revision `expected`.
+    async fn update_at(
+        &self,
+        key: &ObjectKey,
+        mut object: Value,
+        bytes: Vec<u8>,
+        expected: i64,
+    ) -> Result<Value> {
+        let outcome = self.store.update(key.as_str(), bytes, expected).await?;
         match outcome {
-            WriteOutcome::Applied { revision } => object::decode(key.as_str(), &bytes, revision),
+            WriteOutcome::Applied { revision } => {
+                object::set_resource_version(key.as_str(), &mut object, revision)?;
+                Ok(object)
+            }
             WriteOutcome::Conflict {
                 current_revision: Some(current),
             } => Err(StorageError::Conflict {
@@ -173,12 +189,15 @@ impl Storage {
                 return Err(not_found(key));
             };
             let before = object::decode(key.as_str(), &current.value, current.mod_revision)?;
-            let after = mutate(before.clone())?;
-            let bytes = object::encode(key.as_str(), after)?;
+            let mut after = mutate(before.clone())?;
+            let bytes = object::encode(key.as_str(), &mut after)?;
             if bytes == current.value {
                 return Ok(before);
             }
-            match self.update_at(key, bytes, current.mod_revision).await {
+            match self
+                .update_at(key, after, bytes, current.mod_revision)
+                .await
+            {
                 Err(conflict @ StorageError::Conflict { .. }) => last_conflict = Some(conflict),
                 other => return other,
             }

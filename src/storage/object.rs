@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 
 use super::error::{Result, StorageError};
 
-/// `object` as bytes for the datastore, with any `metadata.resourceVersion` removed.
-pub(crate) fn encode(key: &str, mut object: Value) -> Result<Vec<u8>> {
-    metadata_mut(key, &mut object)?.remove("resourceVersion");
-    serde_json::to_vec(&object).map_err(|error| StorageError::InvalidObject {
+/// `object` as bytes for the datastore, with any `metadata.resourceVersion` removed (from
+/// `object` too: the caller sets the new one once the write has a revision).
+pub(crate) fn encode(key: &str, object: &mut Value) -> Result<Vec<u8>> {
+    metadata_mut(key, object)?.remove("resourceVersion");
+    serde_json::to_vec(object).map_err(|error| StorageError::InvalidObject {
         key: key.to_string(),
         reason: format!("cannot be serialised: {error}"),
     })
@@ -77,8 +78,9 @@ mod tests {
 
     #[test]
     fn resource_version_is_stripped_on_write_and_set_on_read() {
-        let object = json!({"metadata": {"name": "a", "resourceVersion": "7"}, "spec": {}});
-        let bytes = encode("/k", object).expect("valid object");
+        let mut object = json!({"metadata": {"name": "a", "resourceVersion": "7"}, "spec": {}});
+        let bytes = encode("/k", &mut object).expect("valid object");
+        assert_eq!(object, json!({"metadata": {"name": "a"}, "spec": {}}));
         let stored: Value = serde_json::from_slice(&bytes).expect("JSON");
         assert_eq!(stored, json!({"metadata": {"name": "a"}, "spec": {}}));
         let read = decode("/k", &bytes, 9).expect("decodes");
@@ -87,8 +89,8 @@ mod tests {
 
     #[test]
     fn non_objects_are_refused() {
-        assert!(encode("/k", json!([1])).is_err());
-        assert!(encode("/k", json!({"metadata": 3})).is_err());
+        assert!(encode("/k", &mut json!([1])).is_err());
+        assert!(encode("/k", &mut json!({"metadata": 3})).is_err());
         assert!(decode("/k", b"not json", 1).is_err());
         assert!(parse_resource_version("abc").is_err());
         assert!(parse_resource_version("0").is_err());
