@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use capstan::agent::AgentFlags;
+use capstan::bench::api::ApiBenchArgs;
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
 use capstan::bench::watches::WatchBenchArgs;
@@ -63,6 +64,9 @@ enum BenchCommand {
     Join(JoinBenchArgs),
     /// Thousands of watches on one server: its memory, and how fast a write reaches them all.
     Watches(WatchBenchArgs),
+    /// Creates, gets, updates, lists, deletes and watches against a cluster, with simulated
+    /// node heartbeats: latency per verb and proof that no watch event is lost.
+    Api(Box<ApiBenchArgs>),
 }
 
 #[tokio::main]
@@ -78,6 +82,7 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
         Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
         Command::Bench(BenchCommand::Watches(args)) => bench_watches(args).await,
+        Command::Bench(BenchCommand::Api(args)) => bench_api(*args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -186,6 +191,24 @@ async fn bench_watches(args: WatchBenchArgs) -> anyhow::Result<ExitCode> {
     let report = capstan::bench::watches::run(args).await?;
     Ok(
         if report.events_missed == 0 && report.watches_established == report.watches {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let report = capstan::bench::api::run(args).await?;
+    Ok(
+        if report.events_missed == 0
+            && report.events_duplicated == 0
+            && report.events_out_of_order == 0
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
