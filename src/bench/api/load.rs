@@ -204,7 +204,7 @@ impl Client {
         let kind = self.kinds[self.rng.random_range(0..self.kinds.len())];
         let roll: f64 = self.rng.random();
         let own = self.owned.iter().filter(|o| o.kind == kind).count();
-        if roll < 0.65 && roll >= 0.40 && own > 0 {
+        if (0.40..0.65).contains(&roll) && own > 0 {
             self.update_own(kind, due).await;
         } else if (0.65..0.80).contains(&roll) {
             self.update_hot(kind, due).await;

@@ -390,13 +390,13 @@ pub async fn measure(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
 }
 
 fn check(args: &ApiBenchArgs) -> anyhow::Result<()> {
-    if !(args.duration > 0.0) {
+    if !args.duration.is_finite() || args.duration <= 0.0 {
         bail!("--duration must be more than 0 seconds");
     }
-    if !(args.rate >= 0.0) {
+    if !args.rate.is_finite() || args.rate < 0.0 {
         bail!("--rate must be 0 (full speed) or more");
     }
-    if !(args.deadline >= 0.0) {
+    if !args.deadline.is_finite() || args.deadline < 0.0 {
         bail!("--deadline must be 0 or more seconds");
     }
     match args.workload {

@@ -184,7 +184,7 @@ async fn open(conn: &Conn, path: &str) -> anyhow::Result<Response<Incoming>> {
     let mut sender = conn.sender.clone();
     tokio::time::timeout(REQUEST_TIMEOUT, async move {
         sender.ready().await?;
-        Ok::<_, hyper::Error>(sender.send_request(request).await?)
+        sender.send_request(request).await
     })
     .await
     .context("no answer to the watch request")?
