@@ -27,6 +27,7 @@ use anyhow::{Context as _, bail};
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -334,7 +335,7 @@ pub async fn measure(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
     }
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(args.duration);
-    let progress = progress(shared.clone(), started, args.duration);
+    let (progress, progress_task) = progress(shared.clone(), started, args.duration);
     let mut client_tasks = JoinSet::new();
     for (index, conn) in clients.into_iter().enumerate() {
         client_tasks.spawn(load::client(
@@ -361,6 +362,9 @@ pub async fn measure(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
     let heartbeat_log = heartbeats.await.context("the heartbeat task panicked")?;
     let load_seconds = started.elapsed().as_secs_f64();
     progress.cancel();
+    if let Some(task) = progress_task {
+        let _ = task.await;
+    }
 
     // Fence: one more write per kind; once every watcher has it, it has everything before.
     let deadline = Instant::now() + Duration::from_secs_f64(args.deadline);
@@ -502,20 +506,32 @@ async fn current_version(conn: &Conn, namespace: &str) -> anyhow::Result<u64> {
         .context("the ConfigMap list has no numeric resourceVersion")
 }
 
-/// Deletes every object labelled with the run, and the simulated nodes and their Leases.
-/// Failures are printed, not fatal: the report is already made.
+/// Deletes every object labelled with the run (listed a page at a time, deleted a few at
+/// once, so no single request has to delete thousands), then the simulated nodes and their
+/// Leases. Failures are printed, not fatal: the report is already made.
 async fn cleanup(shared: &Shared, conn: &Conn, kinds: &[ObjectKind], nodes: &[String]) {
     let selector = shared.run_selector();
     for kind in kinds {
         let collection = kind.collection(&shared.args.namespace);
-        for _ in 0..50 {
-            let path = format!("{collection}?labelSelector={selector}");
-            match conn.json(Method::DELETE, &path, None).await {
-                Ok((StatusCode::OK, _)) => {}
+        let list = format!("{collection}?labelSelector={selector}&limit=500");
+        loop {
+            let names: Vec<String> = match conn.json(Method::GET, &list, None).await {
+                Ok((StatusCode::OK, body)) => serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|list| {
+                        list["items"].as_array().map(|items| {
+                            items
+                                .iter()
+                                .filter_map(|item| item["metadata"]["name"].as_str())
+                                .map(str::to_string)
+                                .collect()
+                        })
+                    })
+                    .unwrap_or_default(),
                 Ok((status, body)) => {
                     eprintln!(
                         "bench: cleanup: {}",
-                        unexpected("deleting the run's objects", status, &body)
+                        unexpected("listing the run's objects", status, &body)
                     );
                     break;
                 }
@@ -523,19 +539,35 @@ async fn cleanup(shared: &Shared, conn: &Conn, kinds: &[ObjectKind], nodes: &[St
                     eprintln!("bench: cleanup: {error:#}");
                     break;
                 }
+            };
+            if names.is_empty() {
+                break;
             }
-            let list = format!("{collection}?labelSelector={selector}&limit=1");
-            match conn.json(Method::GET, &list, None).await {
-                Ok((StatusCode::OK, body)) => {
-                    let empty = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|list| list["items"].as_array().map(Vec::is_empty))
-                        .unwrap_or(false);
-                    if empty {
-                        break;
+            let failures: Vec<anyhow::Error> = futures::stream::iter(names)
+                .map(|name| {
+                    let path = format!("{collection}/{name}");
+                    async move {
+                        match conn.json(Method::DELETE, &path, None).await {
+                            Ok((
+                                StatusCode::OK | StatusCode::ACCEPTED | StatusCode::NOT_FOUND,
+                                _,
+                            )) => None,
+                            Ok((status, body)) => {
+                                Some(unexpected(&format!("DELETE {path}"), status, &body))
+                            }
+                            Err(error) => Some(error),
+                        }
                     }
+                })
+                .buffer_unordered(16)
+                .filter_map(|failure| async move { failure })
+                .collect()
+                .await;
+            if !failures.is_empty() {
+                for failure in failures.iter().take(3) {
+                    eprintln!("bench: cleanup: {failure:#}");
                 }
-                _ => break,
+                break;
             }
         }
     }
@@ -543,13 +575,17 @@ async fn cleanup(shared: &Shared, conn: &Conn, kinds: &[ObjectKind], nodes: &[St
 }
 
 /// A progress line on stderr while the load runs, only when stderr is a terminal.
-fn progress(shared: Arc<Shared>, started: Instant, duration: f64) -> CancellationToken {
+fn progress(
+    shared: Arc<Shared>,
+    started: Instant,
+    duration: f64,
+) -> (CancellationToken, Option<tokio::task::JoinHandle<()>>) {
     let stop = CancellationToken::new();
     if !std::io::stderr().is_terminal() {
-        return stop;
+        return (stop, None);
     }
     let token = stop.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
@@ -571,5 +607,5 @@ fn progress(shared: Arc<Shared>, started: Instant, duration: f64) -> Cancellatio
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
     });
-    stop
+    (stop, Some(task))
 }
