@@ -177,7 +177,9 @@ pub(super) async fn client(
     loop {
         let due = if rate > 0.0 {
             let due = started + Duration::from_secs_f64(slot as f64 / rate);
-            if due >= end {
+            // A client that fell behind does not run on past the end: the writes it could
+            // not send show as a lower writes_per_sec than offered.
+            if due >= end || Instant::now() >= end {
                 break;
             }
             tokio::time::sleep_until(due.into()).await;
@@ -469,11 +471,11 @@ impl Client {
         self.fetch(&path).await;
     }
 
-    /// A paged LIST of the client's own objects of `kind` (label selector, 10 per page);
+    /// A paged LIST of the client's own objects of `kind` (label selector, 50 per page);
     /// each page is one list request.
     async fn list(&mut self, kind: ObjectKind) {
         let base = format!(
-            "{}?labelSelector={}%2Ccapstan-bench%2Fclient%3D{}&limit=10",
+            "{}?labelSelector={}%2Ccapstan-bench%2Fclient%3D{}&limit=50",
             kind.collection(&self.shared.args.namespace),
             self.shared.run_selector(),
             self.index
