@@ -24,8 +24,8 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 
 use super::{
-    Conn, HOT_OBJECTS, ObjectKind, RUN_LABEL, Shared, Workload, parse_body, resource_version,
-    unexpected,
+    CLIENTS_PER_HOT_OBJECT, Conn, ObjectKind, RUN_LABEL, Shared, Workload, parse_body,
+    resource_version, unexpected,
 };
 
 /// How often each simulated node reports, as the kubelet does by default.
@@ -536,7 +536,7 @@ pub(super) async fn create_hot_objects(
     let labels = json!({RUN_LABEL: shared.run_id, "capstan-bench/client": "hot"});
     for kind in kinds {
         let mut names = Vec::new();
-        for index in 0..HOT_OBJECTS {
+        for index in 0..(shared.args.clients / CLIENTS_PER_HOT_OBJECT).max(2) {
             let name = format!("cb-{}-{}-hot-{index}", shared.run_id, kind.short());
             let object = kind.object(&name, labels.clone(), "hot");
             let path = kind.collection(&shared.args.namespace);

@@ -41,8 +41,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new CRD may take to be served by every server.
 const CRD_SERVED_WITHIN: Duration = Duration::from_secs(30);
-/// Hot objects per kind, updated by every client with read-modify-write.
-const HOT_OBJECTS: usize = 2;
+/// Clients per hot object: every client updates the hot objects with read-modify-write,
+/// so they conflict; one per 8 clients (at least 2 per kind) keeps conflicts frequent
+/// without a retry storm that never lets an update through.
+const CLIENTS_PER_HOT_OBJECT: usize = 8;
 /// The label every object of a run carries, with the run's id as value.
 const RUN_LABEL: &str = "capstan-bench/run";
 /// The CRD the bench installs.
