@@ -10,11 +10,12 @@
 //! and whichever server serves the watch; the end of the run is fenced by one more write
 //! per kind that every watcher must reach before the counts are taken.
 //!
-//! The pieces: [`load`] (the clients and the node heartbeats), [`watch`] (the watchers),
-//! [`report`] (what the run measured and how it is printed); this file holds the options,
-//! the setup (namespace, CRD, hot objects) and the cleanup.
+//! The pieces: [`load`] (the clients), [`nodes`] (the simulated nodes' heartbeats),
+//! [`watch`] (the watchers), [`report`] (what the run measured and how it is printed);
+//! this file holds the options, the setup (namespace, CRD) and the cleanup.
 
 mod load;
+mod nodes;
 mod report;
 mod watch;
 
@@ -304,7 +305,7 @@ pub async fn measure(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
         ensure_crd(&admin, &setup_conns, &args.namespace).await?;
     }
     let hot = load::create_hot_objects(&shared, &admin, &kinds).await?;
-    let nodes = load::create_nodes(&shared, &setup_conns).await?;
+    let nodes = nodes::create_nodes(&shared, &setup_conns).await?;
     let start_version = current_version(&admin, &args.namespace).await?;
 
     // Watchers first, from the run's starting version: every write after it is expected.
@@ -350,7 +351,7 @@ pub async fn measure(args: &ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
             end,
         ));
     }
-    let heartbeats = tokio::spawn(load::heartbeats(
+    let heartbeats = tokio::spawn(nodes::heartbeats(
         shared.clone(),
         setup_conns.clone(),
         nodes.clone(),
@@ -573,7 +574,7 @@ async fn cleanup(shared: &Shared, conn: &Conn, kinds: &[ObjectKind], nodes: &[St
             }
         }
     }
-    load::delete_nodes(conn, nodes).await;
+    nodes::delete_nodes(conn, nodes).await;
 }
 
 /// A progress line on stderr while the load runs, only when stderr is a terminal.
