@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use capstan::agent::AgentFlags;
+use capstan::bench::api::ApiBenchArgs;
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::bench::etcd::EtcdBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
@@ -69,6 +70,9 @@ enum BenchCommand {
     Etcd(EtcdBenchArgs),
     /// Draws latency against load from saved `bench api` / `bench etcd` JSON reports (SVG).
     Plot(PlotArgs),
+    /// Creates, gets, updates, lists, deletes and watches against a cluster, with simulated
+    /// node heartbeats: latency per verb and proof that no watch event is lost.
+    Api(Box<ApiBenchArgs>),
 }
 
 #[tokio::main]
@@ -88,6 +92,7 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Plot(args)) => {
             capstan::bench::plot::run(&args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Api(args)) => bench_api(*args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -214,6 +219,24 @@ async fn bench_etcd(args: EtcdBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn bench_api(args: ApiBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let report = capstan::bench::api::run(args).await?;
+    Ok(
+        if report.events_missed == 0
+            && report.events_duplicated == 0
+            && report.events_out_of_order == 0
+        {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {
