@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use capstan::agent::AgentFlags;
+use capstan::bench::chaos::ChaosBenchArgs;
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
 use capstan::bench::watches::WatchBenchArgs;
@@ -63,6 +64,8 @@ enum BenchCommand {
     Join(JoinBenchArgs),
     /// Thousands of watches on one server: its memory, and how fast a write reaches them all.
     Watches(WatchBenchArgs),
+    /// Servers, clients and watchers under a fault schedule; checks the history for anomalies.
+    Chaos(ChaosBenchArgs),
 }
 
 #[tokio::main]
@@ -78,6 +81,7 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
         Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
         Command::Bench(BenchCommand::Watches(args)) => bench_watches(args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos(args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -191,6 +195,19 @@ async fn bench_watches(args: WatchBenchArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         },
     )
+}
+
+async fn bench_chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    let report = capstan::bench::chaos::run(args).await?;
+    Ok(if report.anomalies == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn bench_datastore(args: DatastoreBenchArgs) -> anyhow::Result<ExitCode> {
