@@ -260,19 +260,13 @@ async fn pause(
     length: Duration,
     pauses: &mut tokio::task::JoinSet<()>,
 ) -> Fault {
+    // One stopped server at a time: wait for the previous one to resume.
+    while cluster.lock().await.paused.iter().any(|p| *p) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let at = shared.started.elapsed().as_secs_f64();
     let (index, pid) = {
         let mut cluster = cluster.lock().await;
-        // One stopped server at a time, so the others keep a majority of the work.
-        if cluster.paused.iter().any(|p| *p) {
-            return fault(
-                FaultKind::PauseServer,
-                at,
-                None,
-                "another server is still paused".into(),
-                true,
-            );
-        }
         let Some(index) = pick(&mut cluster, rng) else {
             return fault(
                 FaultKind::PauseServer,

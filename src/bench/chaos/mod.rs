@@ -234,9 +234,22 @@ async fn measure_in(
         work_dir: work_dir.to_path_buf(),
     };
     let mut servers = Vec::new();
-    // One after the other: the first bootstraps the cluster, the others join it.
     for index in 0..args.servers {
         servers.push(ServerProcess::start(&spec, index)?);
+        // The first one alone migrates the schema and bootstraps the cluster (servers
+        // started at once on a fresh MariaDB database race in the schema migration).
+        if index == 0 {
+            let first = ClusterArgs {
+                kubeconfig: None,
+                data_dir: PathBuf::from("/nonexistent"),
+                server: vec![servers[0].url()],
+                token: Some(token.clone()),
+                certificate_authority: None,
+            };
+            for target in first.targets()? {
+                wait_ready(&Arc::new(target), Duration::from_secs(120)).await?;
+            }
+        }
     }
     let cluster_args = ClusterArgs {
         kubeconfig: None,

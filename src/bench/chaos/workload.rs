@@ -69,7 +69,12 @@ impl Shared {
 struct Connections {
     shared: Arc<Shared>,
     senders: Vec<Option<Sender>>,
+    /// Servers that did not answer lately are left alone until then.
+    avoid_until: Vec<Option<Instant>>,
 }
+
+/// How long a client leaves a server alone after it did not answer.
+const AVOID: Duration = Duration::from_secs(10);
 
 /// A request that got no answer (connection refused or cut, or a timeout).
 struct NoAnswer;
@@ -77,7 +82,22 @@ struct NoAnswer;
 impl Connections {
     fn new(shared: Arc<Shared>) -> Connections {
         let senders = vec![None; shared.targets.len()];
-        Connections { shared, senders }
+        let avoid_until = vec![None; shared.targets.len()];
+        Connections {
+            shared,
+            senders,
+            avoid_until,
+        }
+    }
+
+    /// The next server after `server` in turn that answered lately (any, if none did).
+    fn next(&self, server: usize) -> usize {
+        let servers = self.senders.len();
+        let now = Instant::now();
+        (1..=servers)
+            .map(|step| (server + step) % servers)
+            .find(|candidate| self.avoid_until[*candidate].is_none_or(|until| until <= now))
+            .unwrap_or((server + 1) % servers)
     }
 
     async fn sender(&mut self, server: usize) -> Option<Sender> {
@@ -94,6 +114,7 @@ impl Connections {
             }
             _ => {
                 self.senders[server] = None;
+                self.avoid_until[server] = Some(Instant::now() + AVOID);
                 None
             }
         }
@@ -124,6 +145,7 @@ impl Connections {
             _ => {
                 // The connection may hang on a paused server: start afresh next time.
                 self.senders[server] = None;
+                self.avoid_until[server] = Some(Instant::now() + AVOID);
                 Err(NoAnswer)
             }
         }
@@ -158,7 +180,7 @@ pub async fn client(id: usize, shared: Arc<Shared>, seed: u64) -> ClientLog {
     let mut sequence = 0u64;
     let base = shared.base();
     while !shared.stop_clients.load(Ordering::Relaxed) {
-        server = (server + 1) % servers;
+        server = connections.next(server);
         let roll: f64 = rng.random();
         if roll < 0.5 && !shared.counters.is_empty() {
             let counter = rng.random_range(0..shared.counters.len());
@@ -189,9 +211,6 @@ pub async fn client(id: usize, shared: Arc<Shared>, seed: u64) -> ClientLog {
             {
                 created.push(name.clone());
             }
-            if op.outcome == Outcome::Indeterminate {
-                server = (server + 1) % servers;
-            }
             log.ops.push(op);
         } else {
             let name = created.swap_remove(rng.random_range(0..created.len()));
@@ -200,9 +219,6 @@ pub async fn client(id: usize, shared: Arc<Shared>, seed: u64) -> ClientLog {
                 .call(server, Method::DELETE, &format!("{base}/{name}"), None)
                 .await;
             let op = record(&shared, id, server, Write::Delete { name }, start, answer);
-            if op.outcome == Outcome::Indeterminate {
-                server = (server + 1) % servers;
-            }
             log.ops.push(op);
         }
     }
@@ -259,7 +275,6 @@ async fn increment(
     log: &mut ClientLog,
     shared: &Shared,
 ) {
-    let servers = shared.targets.len();
     let path = format!("{}/{}", shared.base(), shared.counters[counter]);
     for _ in 0..10 {
         if shared.stop_clients.load(Ordering::Relaxed) {
@@ -274,7 +289,7 @@ async fn increment(
             .as_ref()
             .and_then(|object| Some((resource_version(object)?, counter_value(object)?)))
         else {
-            *server = (*server + 1) % servers;
+            *server = connections.next(*server);
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -327,7 +342,7 @@ async fn increment(
             Outcome::Failed if status == 409 => continue,
             Outcome::Failed => return,
             Outcome::Indeterminate => {
-                *server = (*server + 1) % servers;
+                *server = connections.next(*server);
                 return;
             }
         }
@@ -353,7 +368,7 @@ pub async fn watcher(index: usize, shared: Arc<Shared>, start_rv: u64) -> Watche
     let mut first = true;
     while !done(last) {
         if !first {
-            server = (server + 1) % servers;
+            server = connections.next(server);
             log.entries.push(WatchEntry::Resume { server });
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -374,6 +389,7 @@ pub async fn watcher(index: usize, shared: Arc<Shared>, start_rv: u64) -> Watche
             Ok(Ok(response)) => response,
             _ => {
                 connections.senders[server] = None;
+                connections.avoid_until[server] = Some(Instant::now() + AVOID);
                 continue;
             }
         };
@@ -396,7 +412,12 @@ pub async fn watcher(index: usize, shared: Arc<Shared>, start_rv: u64) -> Watche
             // Writes never pause for long during a run: a silent stream is a stopped server.
             let frame = match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
                 Ok(Some(Ok(frame))) => frame,
-                _ => break,
+                Ok(_) => break,
+                Err(_) => {
+                    connections.senders[server] = None;
+                    connections.avoid_until[server] = Some(Instant::now() + AVOID);
+                    break;
+                }
             };
             let Ok(data) = frame.into_data() else {
                 continue;
@@ -482,7 +503,7 @@ pub async fn any_server(
             }
             Err(NoAnswer) => last = format!("server {server} did not answer"),
         }
-        server = (server + 1) % shared.targets.len();
+        server = connections.next(server);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("{method} {path}: {last}")
