@@ -65,7 +65,7 @@ enum BenchCommand {
     /// Thousands of watches on one server: its memory, and how fast a write reaches them all.
     Watches(WatchBenchArgs),
     /// Servers, clients and watchers under a fault schedule; checks the history for anomalies.
-    Chaos(ChaosBenchArgs),
+    Chaos(Box<ChaosBenchArgs>),
 }
 
 #[tokio::main]
@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
         Command::Bench(BenchCommand::Datastore(args)) => bench_datastore(args).await,
         Command::Bench(BenchCommand::Join(args)) => bench_join(args).await,
         Command::Bench(BenchCommand::Watches(args)) => bench_watches(args).await,
-        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos(args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos(*args).await,
     };
     match outcome {
         Ok(code) => code,
