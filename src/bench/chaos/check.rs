@@ -348,6 +348,7 @@ fn check_watchers(history: &History, found: &mut Vec<Anomaly>) {
         }
     }
     let mut content: HashMap<u64, (usize, &Event)> = HashMap::new();
+    let mut coverage: Vec<(Vec<(u64, u64)>, BTreeSet<u64>)> = Vec::new();
     for (index, log) in history.watchers.iter().enumerate() {
         let mut last = log.start_rv;
         let mut segment_start = log.start_rv;
@@ -433,19 +434,37 @@ fn check_watchers(history: &History, found: &mut Vec<Anomaly>) {
             }
         }
         covered.push((segment_start, last));
+        coverage.push((covered, seen));
+    }
+    // Every revision an acknowledged write made, or any watcher saw, must reach every
+    // watcher whose range covered it.
+    for (index, (covered, seen)) in coverage.iter().enumerate() {
         for (from, to) in covered {
-            for (rv, op) in acked.range(from + 1..=to) {
-                if !seen.contains(rv) {
-                    found.push(anomaly(
-                        "missed-event",
-                        format!(
-                            "watcher {index} covered rvs {}..={to} but never saw rv {rv} ({:?} by client {})",
-                            from + 1,
-                            op.write,
-                            op.client
-                        ),
-                    ));
-                }
+            let known = acked
+                .range(from + 1..=*to)
+                .map(|(rv, op)| (*rv, format!("{:?} by client {}", op.write, op.client)));
+            let watched = content
+                .iter()
+                .filter(|(rv, _)| (from + 1..=*to).contains(*rv) && !acked.contains_key(*rv))
+                .map(|(rv, (other, event))| {
+                    (
+                        *rv,
+                        format!("{} {} seen by watcher {other}", event.kind, event.name),
+                    )
+                });
+            let mut missing: Vec<(u64, String)> = known
+                .chain(watched)
+                .filter(|(rv, _)| !seen.contains(rv))
+                .collect();
+            missing.sort();
+            for (rv, what) in missing {
+                found.push(anomaly(
+                    "missed-event",
+                    format!(
+                        "watcher {index} covered rvs {}..={to} but never saw rv {rv} ({what})",
+                        from + 1
+                    ),
+                ));
             }
         }
     }
@@ -673,5 +692,21 @@ mod tests {
         history.watchers[1].entries[0] = event("MODIFIED", "counter-0", 11, Some(7));
         let found = kinds(&history);
         assert!(found.contains(&"watch-mismatch".to_string()), "{found:?}");
+    }
+
+    #[test]
+    fn an_event_one_watcher_saw_and_another_covering_it_missed_is_reported() {
+        let mut history = clean();
+        // An indeterminate write (revision unknown to the client) that one watcher saw.
+        history.watchers[0]
+            .entries
+            .push(event("ADDED", "obj-maybe", 16, None));
+        history.watchers[1]
+            .entries
+            .push(event("ADDED", "obj-other", 17, None));
+        history.final_state.insert("obj-maybe".into(), None);
+        history.final_state.insert("obj-other".into(), None);
+        history.created_prefix = "none-".into();
+        assert_eq!(kinds(&history), ["missed-event"]);
     }
 }
