@@ -332,6 +332,9 @@ fn check_reads(history: &History, found: &mut Vec<Anomaly>) {
     }
 }
 
+/// A watcher's covered revision ranges `(from, to]` and the revisions it saw.
+type Coverage = (Vec<(u64, u64)>, BTreeSet<u64>);
+
 /// Every watcher: strictly increasing revisions, every acknowledged write of the ranges it
 /// covered seen once, counter values in steps of one, and the same content at the same
 /// revision as every other watcher.
@@ -348,7 +351,7 @@ fn check_watchers(history: &History, found: &mut Vec<Anomaly>) {
         }
     }
     let mut content: HashMap<u64, (usize, &Event)> = HashMap::new();
-    let mut coverage: Vec<(Vec<(u64, u64)>, BTreeSet<u64>)> = Vec::new();
+    let mut coverage: Vec<Coverage> = Vec::new();
     for (index, log) in history.watchers.iter().enumerate() {
         let mut last = log.start_rv;
         let mut segment_start = log.start_rv;
