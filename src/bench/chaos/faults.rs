@@ -20,7 +20,7 @@ use super::workload::Shared;
 const RESTART_READY: Duration = Duration::from_secs(90);
 
 /// A kind of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     /// kill -9 of a server, then a restart.
@@ -119,6 +119,8 @@ pub struct Schedule {
     pub interval: Duration,
     /// How long a paused server stays stopped.
     pub pause: Duration,
+    /// Kinds to cycle through (empty: every kind the cluster allows).
+    pub kinds: Vec<FaultKind>,
     /// Seed of the choice of servers.
     pub seed: u64,
 }
@@ -130,7 +132,16 @@ pub async fn run(
     shared: Arc<Shared>,
 ) -> Vec<Fault> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(schedule.seed);
-    let kinds = cluster.lock().await.kinds();
+    let possible = cluster.lock().await.kinds();
+    let mut kinds: Vec<FaultKind> = schedule
+        .kinds
+        .iter()
+        .copied()
+        .filter(|kind| possible.contains(kind))
+        .collect();
+    if kinds.is_empty() {
+        kinds = possible;
+    }
     let mut faults = Vec::new();
     let mut pauses = tokio::task::JoinSet::new();
     for number in 0..schedule.count {

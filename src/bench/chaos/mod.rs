@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 use self::check::{Anomaly, History, Outcome, WatchEntry, Write};
 use self::cluster::{PrivateDatabase, PrivateEngine, ServerProcess, ServerSpec, wait_ready};
-use self::faults::{Cluster, Fault, Schedule};
+use self::faults::{Cluster, Fault, FaultKind, Schedule};
 use self::workload::{CREATED_PREFIX, Shared};
 use super::client::ClusterArgs;
 
@@ -68,6 +68,9 @@ pub struct ChaosBenchArgs {
     /// Seconds between faults.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub fault_interval: f64,
+    /// Fault kinds to cycle through (default: every kind the setup allows).
+    #[arg(long = "fault-kind", value_enum, value_name = "KIND")]
+    pub fault_kinds: Vec<FaultKind>,
     /// Seconds a paused server stays stopped (the membership lease is 15 s).
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub pause_seconds: u64,
@@ -107,6 +110,7 @@ impl ChaosBenchArgs {
             operations: 100_000,
             faults: 20,
             fault_interval: 5.0,
+            fault_kinds: Vec::new(),
             pause_seconds: 20,
             request_timeout: 5,
             work_dir: None,
@@ -304,6 +308,7 @@ async fn measure_in(
         count: args.faults,
         interval: Duration::from_secs_f64(args.fault_interval.max(0.0)),
         pause: Duration::from_secs(args.pause_seconds),
+        kinds: args.fault_kinds.clone(),
         seed,
     };
     let fault_task = tokio::spawn(faults::run(schedule, cluster.clone(), shared.clone()));
