@@ -202,7 +202,15 @@ async fn bench_chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
         LogFormat::Text,
         Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
     )?;
-    let report = capstan::bench::chaos::run(args).await?;
+    // On Ctrl-C or SIGTERM the run is dropped, which kills its servers and stops its
+    // private database, instead of leaving them behind.
+    let report = tokio::select! {
+        report = capstan::bench::chaos::run(args) => report?,
+        signal = shutdown_signal() => {
+            let name = signal.context("cannot listen for shutdown signals")?;
+            anyhow::bail!("interrupted by {name}; servers and the private database were stopped");
+        }
+    };
     Ok(if report.anomalies == 0 {
         ExitCode::SUCCESS
     } else {
