@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use capstan::agent::AgentFlags;
 use capstan::bench::api::ApiBenchArgs;
+use capstan::bench::chaos::ChaosBenchArgs;
 use capstan::bench::datastore::DatastoreBenchArgs;
 use capstan::bench::etcd::EtcdBenchArgs;
 use capstan::bench::join::JoinBenchArgs;
@@ -73,6 +74,8 @@ enum BenchCommand {
     /// Creates, gets, updates, lists, deletes and watches against a cluster, with simulated
     /// node heartbeats: latency per verb and proof that no watch event is lost.
     Api(Box<ApiBenchArgs>),
+    /// Servers, clients and watchers under a fault schedule; checks the history for anomalies.
+    Chaos(Box<ChaosBenchArgs>),
 }
 
 #[tokio::main]
@@ -93,6 +96,7 @@ async fn main() -> ExitCode {
             capstan::bench::plot::run(&args).map(|()| ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Api(args)) => bench_api(*args).await,
+        Command::Bench(BenchCommand::Chaos(args)) => bench_chaos(*args).await,
     };
     match outcome {
         Ok(code) => code,
@@ -215,6 +219,27 @@ async fn bench_etcd(args: EtcdBenchArgs) -> anyhow::Result<ExitCode> {
     )?;
     let report = capstan::bench::etcd::run(args).await?;
     Ok(if report.errors == 0 && report.writes > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bench_chaos(args: ChaosBenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(
+        LogFormat::Text,
+        Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
+    )?;
+    // On Ctrl-C or SIGTERM the run is dropped, which kills its servers and stops its
+    // private database, instead of leaving them behind.
+    let report = tokio::select! {
+        report = capstan::bench::chaos::run(args) => report?,
+        signal = shutdown_signal() => {
+            let name = signal.context("cannot listen for shutdown signals")?;
+            anyhow::bail!("interrupted by {name}; servers and the private database were stopped");
+        }
+    };
+    Ok(if report.anomalies == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

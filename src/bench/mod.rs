@@ -2,6 +2,7 @@
 //! own datastore and cluster.
 
 pub mod api;
+pub mod chaos;
 pub mod client;
 pub mod datastore;
 pub mod etcd;
