@@ -48,6 +48,16 @@ pub enum DatastoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// Another server kept the schema migration lock too long.
+    #[error(
+        "datastore endpoint {endpoint}: another server held the schema migration lock for {seconds} s; check the other servers' logs, then start this one again"
+    )]
+    MigrationLocked {
+        /// The endpoint (credentials masked).
+        endpoint: String,
+        /// How long this server waited.
+        seconds: u32,
+    },
     /// A query failed.
     #[error("datastore {operation} failed: {source}")]
     Query {

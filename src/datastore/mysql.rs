@@ -62,6 +62,8 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
         })
     });
 
+    let database = options.get_database().unwrap_or("capstan").to_string();
+    let migration_lock = lock_migrations(&options, &database, &endpoint).await?;
     let pools = connect_pools(
         options.clone(),
         pool_options,
@@ -70,8 +72,10 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<MySql>> 
         is_missing_database,
         create_database(&options, &endpoint),
     )
-    .await?;
-    let database = options.get_database().unwrap_or("capstan").to_string();
+    .await;
+    // Closing the connection releases the lock, also when connecting or migrating failed.
+    migration_lock.close().await.ok();
+    let pools = pools?;
     let hooks = Arc::new(MySqlHooks {
         pool: pools.shared.clone(),
         database,
@@ -109,20 +113,56 @@ struct MySqlHooks {
 }
 
 impl MySqlHooks {
-    /// `GET_LOCK` names are server-wide (not per database) and at most 64 characters, so
-    /// the database name is part of the lock name and long names are hashed.
     fn lock_name(&self, name: &str) -> String {
-        let full = format!("capstan.{}.{}", self.database, name);
-        if full.len() <= 64 {
-            return full;
-        }
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in full.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("capstan.{hash:016x}")
+        lock_name(&self.database, name)
     }
+}
+
+/// `GET_LOCK` names are server-wide (not per database) and at most 64 characters, so the
+/// database name is part of the lock name and long names are hashed.
+fn lock_name(database: &str, name: &str) -> String {
+    let full = format!("capstan.{database}.{name}");
+    if full.len() <= 64 {
+        return full;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in full.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("capstan.{hash:016x}")
+}
+
+/// How long a server waits for another one's schema migration before giving up.
+const MIGRATION_WAIT_SECONDS: u32 = 120;
+
+/// Holds the server-wide named lock `capstan.<database>.migrate` on its own connection
+/// while the pools connect and migrate. sqlx's own migration lock did not keep servers
+/// started at the same moment on a fresh MariaDB database apart: two of them ran the first
+/// migration and one failed on its `INSERT` ("Duplicate entry '1'"). The connection has no
+/// default database, so it works before the database exists.
+async fn lock_migrations(
+    options: &MySqlConnectOptions,
+    database: &str,
+    endpoint: &str,
+) -> Result<sqlx::MySqlConnection> {
+    let server = options.clone().database("");
+    let mut conn = sqlx::MySqlConnection::connect_with(&server)
+        .await
+        .map_err(connect_error(endpoint))?;
+    let obtained: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(lock_name(database, "migrate"))
+        .bind(MIGRATION_WAIT_SECONDS)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(connect_error(endpoint))?;
+    if obtained != Some(1) {
+        return Err(DatastoreError::MigrationLocked {
+            endpoint: endpoint.to_string(),
+            seconds: MIGRATION_WAIT_SECONDS,
+        });
+    }
+    Ok(conn)
 }
 
 #[async_trait]
