@@ -7,10 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use capstan::datastore::Engine;
 use capstan::storage::{
-    ListOptions, ObjectKey, ResourceKey, ResourceVersionMatch, Storage, StorageError,
+    ItemFilter, ListOptions, ObjectKey, ResourceKey, ResourceVersionMatch, Storage, StorageError,
     WatchEventType, WatchStream,
 };
 use common::{EVENT_TIMEOUT, TestDatabase};
@@ -255,6 +256,68 @@ async fn list_pages_return_every_object_once_at_one_resource_version_while_write
         unique, expected,
         "every object of the snapshot, nothing newer"
     );
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_list_fills_each_page_with_matches_and_resumes_after_the_last_one() {
+    let (db, storage) = setup().await;
+    // 1,200 pods, every 100th "wanted": a selective list must read past many batches.
+    for i in 0..1200 {
+        let name = format!("f{i:04}");
+        let image = if i % 100 == 7 { "wanted" } else { "other" };
+        storage
+            .create(&pod_key("ns", &name), pod(&name, image))
+            .await
+            .unwrap();
+    }
+    let prefix = pods().namespace_prefix("ns").unwrap();
+    let wanted = ItemFilter(Arc::new(|object: &Value| {
+        object["spec"]["image"] == "wanted"
+    }));
+    let mut options = ListOptions {
+        limit: 5,
+        filter: Some(wanted.clone()),
+        ..ListOptions::default()
+    };
+    let first = storage.list(&prefix, &options).await.unwrap();
+    assert_eq!(
+        names(&first.items),
+        ["f0007", "f0107", "f0207", "f0307", "f0407"],
+        "one page holds `limit` matches even when they are far apart"
+    );
+    assert_eq!(
+        first.remaining_item_count, None,
+        "no count for a filtered list"
+    );
+    // A write between pages does not show: the rest is read at the first page's version.
+    storage
+        .create(&pod_key("ns", "f0999x"), pod("f0999x", "wanted"))
+        .await
+        .unwrap();
+    options.continue_token = first.continue_token.clone();
+    let second = storage.list(&prefix, &options).await.unwrap();
+    assert_eq!(
+        names(&second.items),
+        ["f0507", "f0607", "f0707", "f0807", "f0907"]
+    );
+    assert_eq!(second.resource_version, first.resource_version);
+    options.continue_token = second.continue_token.clone();
+    let last = storage.list(&prefix, &options).await.unwrap();
+    assert_eq!(names(&last.items), ["f1007", "f1107"]);
+    assert_eq!(last.continue_token, None, "the range is exhausted");
+    // Without a limit, every match at once.
+    let all = storage
+        .list(
+            &prefix,
+            &ListOptions {
+                filter: Some(wanted),
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 13);
     db.cleanup().await;
 }
 

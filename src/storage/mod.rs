@@ -26,6 +26,8 @@ mod keys;
 mod object;
 mod watch;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::datastore::{KeyRange, ListRequest, Store, WriteOutcome, prefix_end};
@@ -52,11 +54,29 @@ pub enum ResourceVersionMatch {
     Exact,
 }
 
+/// Which objects a list returns, tested on each decoded object (label and field selectors).
+#[derive(Clone)]
+pub struct ItemFilter(pub Arc<dyn Fn(&Value) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ItemFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ItemFilter")
+    }
+}
+
+/// Rows read per datastore query while a filtered list looks for its page of matches.
+const FILTERED_BATCH: usize = 500;
+
 /// A list request's options.
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
     /// At most this many items per page; 0 for all.
     pub limit: usize,
+    /// Only objects this accepts count towards `limit` and are returned. The page then
+    /// reads on until it has `limit` matches or the range ends, as kube-apiserver does, so
+    /// a selective list costs one request, not one per `limit` objects scanned; and it has
+    /// no `remaining_item_count` (kube-apiserver leaves it out for selectors too).
+    pub filter: Option<ItemFilter>,
     /// Continue a previous list from its token.
     pub continue_token: Option<String>,
     /// The list's resourceVersion constraint; `None` (or `""`) for the latest state.
@@ -289,6 +309,11 @@ impl Storage {
             (None, None) => (prefix.to_string(), None),
         };
         let end = prefix_end(prefix.as_str());
+        if let Some(filter) = &options.filter {
+            return self
+                .list_filtered(prefix, start, end, revision, options.limit, filter)
+                .await;
+        }
         let page = self
             .store
             .list(&ListRequest {
@@ -311,16 +336,11 @@ impl Storage {
         }
         let (continue_token, remaining_item_count) = match page.items.last() {
             Some(last) if page.more => {
-                // The smallest valid key after `last`: keys are printable ASCII from '!'
-                // (0x21) up, so appending the smallest byte gives the successor, and the
-                // token stays free of bytes some engines cannot store.
-                let next = format!("{}!", last.key);
-                let relative = next.strip_prefix(prefix.as_str()).unwrap_or(&next);
-                let token = ContinueToken::new(page.revision, relative.to_string());
+                let (next, token) = continue_after(prefix, &last.key, page.revision);
                 let remaining = self
                     .remaining_at(KeyRange { start: next, end }, page.revision)
                     .await?;
-                (Some(token.encode()), remaining)
+                (Some(token), remaining)
             }
             _ => (None, None),
         };
@@ -330,6 +350,71 @@ impl Storage {
             continue_token,
             remaining_item_count,
         })
+    }
+
+    /// A page of `limit` objects that `filter` accepts (all of them for 0), read from
+    /// `start` in batches at one revision.
+    async fn list_filtered(
+        &self,
+        prefix: &KeyPrefix,
+        mut start: String,
+        end: String,
+        mut revision: Option<i64>,
+        limit: usize,
+        filter: &ItemFilter,
+    ) -> Result<ListResult> {
+        let batch = if limit == 0 {
+            0
+        } else {
+            limit.max(FILTERED_BATCH)
+        };
+        let mut items = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list(&ListRequest {
+                    range: KeyRange {
+                        start,
+                        end: end.clone(),
+                    },
+                    revision,
+                    limit: batch,
+                })
+                .await
+                .map_err(StorageError::from_read)?;
+            // Every later batch reads at the first one's revision: one consistent list.
+            revision = Some(page.revision);
+            let read = page.items.len();
+            for (index, found) in page.items.iter().enumerate() {
+                let object = object::decode(&found.key, &found.value, found.mod_revision)?;
+                if !(filter.0)(&object) {
+                    continue;
+                }
+                items.push(object);
+                if limit > 0 && items.len() == limit {
+                    let more = index + 1 < read || page.more;
+                    let continue_token =
+                        more.then(|| continue_after(prefix, &found.key, page.revision).1);
+                    return Ok(ListResult {
+                        items,
+                        resource_version: page.revision.to_string(),
+                        continue_token,
+                        remaining_item_count: None,
+                    });
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.more => start = format!("{}!", last.key),
+                _ => {
+                    return Ok(ListResult {
+                        items,
+                        resource_version: page.revision.to_string(),
+                        continue_token: None,
+                        remaining_item_count: None,
+                    });
+                }
+            }
+        }
     }
 
     /// How many keys `range` holds at `revision`, when that can be counted exactly: the
@@ -372,4 +457,14 @@ fn not_found(key: &ObjectKey) -> StorageError {
     StorageError::NotFound {
         key: key.to_string(),
     }
+}
+
+/// The first key after `key` and the continue token that resumes a list there at
+/// `revision`. Keys are printable ASCII from '!' (0x21) up, so appending the smallest byte
+/// gives the successor, and the token stays free of bytes some engines cannot store.
+fn continue_after(prefix: &KeyPrefix, key: &str, revision: i64) -> (String, String) {
+    let next = format!("{key}!");
+    let relative = next.strip_prefix(prefix.as_str()).unwrap_or(&next);
+    let token = ContinueToken::new(revision, relative.to_string()).encode();
+    (next, token)
 }

@@ -1,6 +1,7 @@
 //! get and list, with the representations clients ask for (objects, Tables, metadata
 //! only) and label/field selectors.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::http::StatusCode;
@@ -13,7 +14,7 @@ use crate::api::error::ApiError;
 use crate::api::selector::{FieldSelector, LabelSelector, field_value};
 use crate::api::table::{IncludeObject, render_object_table, render_table};
 use crate::registry::ResourceType;
-use crate::storage::{ListOptions, ResourceVersionMatch};
+use crate::storage::{ItemFilter, ListOptions, ResourceVersionMatch};
 
 /// Label and field selectors of a request, checked against what the kind supports.
 pub(crate) struct Filter {
@@ -131,6 +132,7 @@ pub(super) async fn get(call: Call) -> Result<Response, ApiError> {
 pub(crate) fn list_options(call: &Call) -> ListOptions {
     ListOptions {
         limit: call.query.limit,
+        filter: None,
         continue_token: call.query.continue_token.clone(),
         resource_version: call.query.resource_version.clone(),
         resource_version_match: call
@@ -144,20 +146,21 @@ pub(crate) fn list_options(call: &Call) -> ListOptions {
 pub(super) async fn list(call: Call) -> Result<Response, ApiError> {
     let kind = call.target.kind.clone();
     let filter = Filter::from_call(&call)?;
+    let mut options = list_options(&call);
+    if !filter.is_empty() {
+        let filter = Arc::new(filter);
+        options.filter = Some(ItemFilter(Arc::new(move |object| filter.matches(object))));
+    }
     let page = call
         .state
         .objects
-        .list(&kind, call.namespace(), &list_options(&call))
+        .list(&kind, call.namespace(), &options)
         .await?;
-    let items: Vec<Value> = page
-        .items
-        .into_iter()
-        .filter(|object| filter.matches(object))
-        .collect();
+    let items = page.items;
     let mut metadata = json!({"resourceVersion": page.resource_version});
     if let Some(token) = &page.continue_token {
         metadata["continue"] = json!(token);
-        if let Some(remaining) = page.remaining_item_count.filter(|_| filter.is_empty()) {
+        if let Some(remaining) = page.remaining_item_count {
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
