@@ -21,7 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde::Serialize;
 
-use super::client::{Sender, percentile};
+use super::api::VerbReport;
+use super::client::Sender;
 
 /// Options of `capstan bench etcd`.
 #[derive(Debug, Clone, Args)]
@@ -230,23 +231,6 @@ fn grpc_unframe(mut body: Bytes) -> anyhow::Result<Bytes> {
     Ok(body.split_to(length))
 }
 
-/// One verb's counts and latencies, as `capstan bench api` reports them.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerbReport {
-    /// Requests that succeeded.
-    pub count: u64,
-    /// Requests that failed.
-    pub errors: u64,
-    /// Successful requests per second.
-    pub per_sec: f64,
-    /// Median latency, milliseconds.
-    pub p50_ms: f64,
-    /// 90th percentile latency, milliseconds.
-    pub p90_ms: f64,
-    /// 99th percentile latency, milliseconds.
-    pub p99_ms: f64,
-}
-
 /// What `capstan bench etcd` measured, in the shape of `capstan bench api --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EtcdBenchReport {
@@ -395,17 +379,8 @@ pub async fn measure(args: &EtcdBenchArgs) -> anyhow::Result<EtcdBenchReport> {
         first_error = first_error.or(outcome.first_error);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    let puts = latencies.len() as u64;
-    let per_sec = puts as f64 / elapsed;
-    let create = VerbReport {
-        count: puts,
-        errors,
-        per_sec,
-        p50_ms: percentile(&latencies, 0.50),
-        p90_ms: percentile(&latencies, 0.90),
-        p99_ms: percentile(&latencies, 0.99),
-    };
+    let create = VerbReport::from_samples(latencies, errors, elapsed);
+    let (puts, per_sec) = (create.count, create.per_sec);
     Ok(EtcdBenchReport {
         servers: 1,
         clients: args.clients,

@@ -214,19 +214,13 @@ pub fn draw(
         .flatten()
         .flat_map(|p| [p.write_p50_ms, p.write_p99_ms]);
     let (low, high) = bounds(latencies);
-    let mut chart = ChartBuilder::on(&top)
-        .caption(title, ("sans-serif", 24))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_rate, (low..high).log_scale())?;
-    chart
-        .configure_mesh()
-        .x_desc("achieved writes per second")
-        .y_desc("create latency, ms (p99 solid, p50 dashed; squares: full speed)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| milliseconds(*y))
-        .draw()?;
+    let mut chart = rate_chart(
+        &top,
+        (title, 24),
+        max_rate,
+        (low, high),
+        "create latency, ms (p99 solid, p50 dashed; squares: full speed)",
+    )?;
     for (label, points) in series {
         let color = colors[label.as_str()];
         let paced = || points.iter().filter(|p| p.paced);
@@ -301,19 +295,13 @@ pub fn draw(
     // Watch chart: only the series that measured watches.
     if let Some(bottom) = bottom {
         let (low, high) = bounds(series.values().flatten().filter_map(|p| p.watch_p99_ms));
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Watch delivery p99 against load", ("sans-serif", 20))
-            .margin(20)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..max_rate, (low..high).log_scale())?;
-        chart
-            .configure_mesh()
-            .x_desc("achieved writes per second")
-            .y_desc("watch p99, ms (cross-server where measured)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| milliseconds(*y))
-            .draw()?;
+        let mut chart = rate_chart(
+            &bottom,
+            ("Watch delivery p99 against load", 20),
+            max_rate,
+            (low, high),
+            "watch p99, ms (cross-server where measured)",
+        )?;
         for (label, points) in series {
             let watched: Vec<(f64, f64)> = points
                 .iter()
@@ -357,6 +345,36 @@ pub fn draw(
     root.present()
         .with_context(|| format!("cannot write {}", output.display()))?;
     Ok(())
+}
+
+/// A chart of milliseconds (log scale, `latency` bounds) against achieved writes per
+/// second, with its caption, axes and labels drawn.
+fn rate_chart<'a, DB: DrawingBackend + 'a>(
+    area: &'a DrawingArea<DB, plotters::coord::Shift>,
+    (caption, size): (&str, u32),
+    max_rate: f64,
+    (low, high): (f64, f64),
+    y_desc: &str,
+) -> anyhow::Result<
+    ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, LogCoord<f64>>>,
+>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", size))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..max_rate, (low..high).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("achieved writes per second")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| milliseconds(*y))
+        .draw()?;
+    Ok(chart)
 }
 
 /// A log-scale range around the values: whole decades, at least 0.1 ms to 10 ms.

@@ -107,15 +107,19 @@ pub struct ApiBenchReport {
     pub relists: u64,
 }
 
-fn summary(mut samples: Vec<f64>, errors: u64, seconds: f64) -> VerbReport {
-    samples.sort_by(f64::total_cmp);
-    VerbReport {
-        count: samples.len() as u64,
-        errors,
-        per_sec: samples.len() as f64 / seconds,
-        p50_ms: percentile(&samples, 0.50),
-        p90_ms: percentile(&samples, 0.90),
-        p99_ms: percentile(&samples, 0.99),
+impl VerbReport {
+    /// The report of successful requests' latencies (milliseconds, any order) and the
+    /// failures, over `seconds`; `capstan bench etcd` reports its puts the same way.
+    pub fn from_samples(mut samples: Vec<f64>, errors: u64, seconds: f64) -> VerbReport {
+        samples.sort_by(f64::total_cmp);
+        VerbReport {
+            count: samples.len() as u64,
+            errors,
+            per_sec: samples.len() as f64 / seconds,
+            p50_ms: percentile(&samples, 0.50),
+            p90_ms: percentile(&samples, 0.90),
+            p99_ms: percentile(&samples, 0.99),
+        }
     }
 }
 
@@ -244,7 +248,7 @@ pub(super) fn build(
     for verb in Verb::ALL {
         verbs.insert(
             verb.name().to_string(),
-            summary(
+            VerbReport::from_samples(
                 samples.remove(&verb).unwrap_or_default(),
                 errors.get(&verb).copied().unwrap_or(0),
                 seconds,
@@ -259,7 +263,7 @@ pub(super) fn build(
         .iter()
         .map(|w| w.errors.load(Ordering::Relaxed))
         .sum();
-    let mut watch_verb = summary(Vec::new(), watch_errors, seconds);
+    let mut watch_verb = VerbReport::from_samples(Vec::new(), watch_errors, seconds);
     watch_verb.count = watch_streams;
     verbs.insert("watch".to_string(), watch_verb);
 
