@@ -235,6 +235,11 @@ async fn serve_api(
     controllers::ensure_default_namespaces(&objects, &registry)
         .await
         .map_err(ServerError::Bootstrap)?;
+    {
+        let objects = objects.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { objects.track_namespaces(shutdown).await });
+    }
     tasks.spawn(controllers::run(
         objects.clone(),
         registry.clone(),

@@ -499,3 +499,148 @@ async fn a_dependent_created_after_its_owner_went_is_collected() {
     cluster.wait_gone("v1", "ConfigMap", ns, "late").await;
     cluster.stop().await;
 }
+
+/// How many single-key reads this process has sent to the datastore.
+fn datastore_gets() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|family| family.name() == "capstan_datastore_query_duration_seconds")
+        .flat_map(|family| family.get_metric())
+        .filter(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|label| label.name() == "operation" && label.value() == "get")
+        })
+        .map(|metric| metric.get_histogram().get_sample_count())
+        .sum()
+}
+
+/// Creates `name` in `ns` through `objects`; the error, if refused.
+async fn try_create_configmap(
+    objects: &ObjectStore,
+    kind: &ResourceType,
+    ns: &str,
+    name: &str,
+) -> Result<Value, RegistryError> {
+    objects
+        .create(
+            kind,
+            Some(ns),
+            configmap(name, &[]),
+            &WriteOptions::default(),
+        )
+        .await
+}
+
+/// Each server keeps a cache of namespaces so a create does not read its namespace; the
+/// cache must never refuse a namespace that exists, and must learn of one that another
+/// server marked for deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_checks_on_create_follow_other_servers() {
+    let cluster = Cluster::start(Engine::Postgres, 1).await;
+    let a = cluster.objects.clone();
+    let b = ObjectStore::new(Storage::new(cluster.db.open().await));
+    let mut trackers = Vec::new();
+    for objects in [a.clone(), b.clone()] {
+        let shutdown = cluster.shutdown.clone();
+        trackers.push(tokio::spawn(async move {
+            objects.track_namespaces(shutdown).await
+        }));
+    }
+    let configmaps = cluster.kind("v1", "ConfigMap");
+    let namespaces = cluster.kind("v1", "Namespace");
+
+    // Warm both caches, then make a namespace on one server and use it at once on the other.
+    for objects in [&a, &b] {
+        try_create_configmap(objects, &configmaps, "default", "warm")
+            .await
+            .ok();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .create(
+            "v1",
+            "Namespace",
+            None,
+            json!({"metadata": {"name": "fresh"}}),
+        )
+        .await;
+    try_create_configmap(&b, &configmaps, "fresh", "at-once")
+        .await
+        .expect("a namespace made on another server a moment ago takes content");
+    let missing = try_create_configmap(&b, &configmaps, "nowhere", "x").await;
+    assert!(
+        matches!(missing, Err(RegistryError::NotFound { .. })),
+        "a create in a missing namespace is NotFound: {missing:?}"
+    );
+    // Once B's watch has brought the new namespace, its creates stop reading it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads_before = datastore_gets();
+    for i in 0..20 {
+        try_create_configmap(&b, &configmaps, "fresh", &format!("cm-{i}"))
+            .await
+            .expect("creates in an open namespace succeed");
+    }
+    let reads = datastore_gets() - reads_before;
+    assert!(
+        reads < 10,
+        "20 creates in a known namespace read the datastore {reads} times"
+    );
+
+    // Mark it for deletion on A: A refuses at once, B within the change feed's delay.
+    let outcome = a
+        .delete(&namespaces, None, "fresh", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, DeleteOutcome::Pending(_)), "{outcome:?}");
+    let refused = try_create_configmap(&a, &configmaps, "fresh", "late-a").await;
+    assert!(
+        matches!(refused, Err(RegistryError::Forbidden { .. })),
+        "the server that marked the namespace refuses at once: {refused:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_create_configmap(&b, &configmaps, "fresh", &format!("late-b-{attempt}")).await {
+            Err(RegistryError::Forbidden { .. }) => break,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the other server still takes content in a terminating namespace: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    // Once the namespace is gone, making it again opens it on both servers.
+    cluster.wait_gone("v1", "Namespace", None, "fresh").await;
+    cluster
+        .create(
+            "v1",
+            "Namespace",
+            None,
+            json!({"metadata": {"name": "fresh"}}),
+        )
+        .await;
+    try_create_configmap(&a, &configmaps, "fresh", "again-a")
+        .await
+        .expect("the server that made the namespace again takes content at once");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Err(error) = try_create_configmap(&b, &configmaps, "fresh", "again-b").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other server refuses a namespace made again: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop().await;
+    for tracker in trackers {
+        tokio::time::timeout(Duration::from_secs(5), tracker)
+            .await
+            .expect("the namespace cache stops on shutdown")
+            .unwrap();
+    }
+}

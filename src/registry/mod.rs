@@ -11,6 +11,7 @@ mod crd;
 mod defaults;
 mod error;
 mod kind;
+mod namespaces;
 mod patch_strategies;
 pub mod schema;
 mod store;

@@ -15,12 +15,14 @@
 //! The API layer (`api/`) and the controllers (`controllers/`) both use this, so a
 //! controller's write obeys the same rules as a client's.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
 use super::error::{FieldError, RegistryError, from_storage};
 use super::kind::ResourceType;
+use super::namespaces::{Known, NamespaceCache, is_terminating};
 use super::validate::check_metadata;
 use crate::storage::{ListOptions, ListResult, ObjectKey, Storage, StorageError, WatchStream};
 
@@ -85,6 +87,7 @@ pub enum Part {
 #[derive(Clone)]
 pub struct ObjectStore {
     storage: Storage,
+    namespaces: Arc<NamespaceCache>,
 }
 
 /// `resource.group` (or `resource` for core), as error messages name a kind.
@@ -107,7 +110,23 @@ pub fn timestamp(now: SystemTime) -> String {
 impl ObjectStore {
     /// Object semantics over `storage`.
     pub fn new(storage: Storage) -> ObjectStore {
-        ObjectStore { storage }
+        ObjectStore {
+            storage,
+            namespaces: Arc::default(),
+        }
+    }
+
+    /// Keeps the namespace cache that spares each create a read of its namespace (see
+    /// `registry/namespaces.rs`); until it runs, creates read the namespace live.
+    pub async fn track_namespaces(&self, shutdown: tokio_util::sync::CancellationToken) {
+        self.namespaces.run(self.storage.clone(), shutdown).await;
+    }
+
+    /// Tells the namespace cache about a namespace this server just wrote.
+    fn wrote(&self, kind: &ResourceType, stored: &Value, deleted: bool) {
+        if kind.group.is_empty() && kind.kind == "Namespace" {
+            self.namespaces.note(stored, deleted);
+        }
     }
 
     /// The storage underneath.
@@ -255,6 +274,10 @@ impl ObjectStore {
             }
             match self.storage.create(&key, object.clone()).await {
                 Err(StorageError::AlreadyExists { .. }) if generated => continue,
+                Ok(created) => {
+                    self.wrote(kind, &created, false);
+                    return Ok(created);
+                }
                 other => {
                     return other.map_err(|e| from_storage(e, &qualified_resource(kind), &name));
                 }
@@ -272,33 +295,38 @@ impl ObjectStore {
         namespace: &str,
         object: &Value,
     ) -> Result<(), RegistryError> {
-        let key = crate::storage::ResourceKey::cluster_scoped("core", "namespaces")
-            .and_then(|r| r.object(None, namespace))
-            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
-        match self.storage.get(&key).await {
-            Ok(found) => {
-                if found["metadata"]["deletionTimestamp"].is_string()
-                    || found["status"]["phase"] == "Terminating"
-                {
-                    let name = object["metadata"]["name"]
-                        .as_str()
-                        .or(object["metadata"]["generateName"].as_str())
-                        .unwrap_or("");
-                    return Err(RegistryError::Forbidden {
-                        message: format!(
-                            "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
-                            qualified_resource(kind)
-                        ),
-                    });
+        let terminating = match self.namespaces.lookup(namespace) {
+            Known::Open => false,
+            Known::Terminating => true,
+            Known::Unknown => {
+                let key = crate::storage::ResourceKey::cluster_scoped("core", "namespaces")
+                    .and_then(|r| r.object(None, namespace))
+                    .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+                match self.storage.get(&key).await {
+                    Ok(found) => is_terminating(&found),
+                    Err(StorageError::NotFound { .. }) => {
+                        return Err(RegistryError::NotFound {
+                            qualified: "namespaces".to_string(),
+                            name: namespace.to_string(),
+                        });
+                    }
+                    Err(e) => return Err(from_storage(e, "namespaces", namespace)),
                 }
-                Ok(())
             }
-            Err(StorageError::NotFound { .. }) => Err(RegistryError::NotFound {
-                qualified: "namespaces".to_string(),
-                name: namespace.to_string(),
-            }),
-            Err(e) => Err(from_storage(e, "namespaces", namespace)),
+        };
+        if terminating {
+            let name = object["metadata"]["name"]
+                .as_str()
+                .or(object["metadata"]["generateName"].as_str())
+                .unwrap_or("");
+            return Err(RegistryError::Forbidden {
+                message: format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    qualified_resource(kind)
+                ),
+            });
         }
+        Ok(())
     }
 
     /// Read-modify-write of one object: `change` gets the current object and returns the
@@ -366,7 +394,11 @@ impl ObjectStore {
             if finishing {
                 return match self.storage.delete(&key, Some(&current_version)).await {
                     Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
-                    other => other.map_err(|e| from_storage(e, &qualified, name)),
+                    Ok(last) => {
+                        self.wrote(kind, &last, true);
+                        Ok(last)
+                    }
+                    Err(e) => Err(from_storage(e, &qualified, name)),
                 };
             }
             if without_version(&next) == without_version(&current) {
@@ -374,7 +406,11 @@ impl ObjectStore {
             }
             match self.storage.update(&key, next, &current_version).await {
                 Err(StorageError::Conflict { .. }) if pinned.is_none() => continue,
-                other => return other.map_err(|e| from_storage(e, &qualified, name)),
+                Ok(stored) => {
+                    self.wrote(kind, &stored, false);
+                    return Ok(stored);
+                }
+                Err(e) => return Err(from_storage(e, &qualified, name)),
             }
         }
         Err(conflict(kind, name))
@@ -435,7 +471,10 @@ impl ObjectStore {
                     return Ok(DeleteOutcome::Deleted(current));
                 }
                 match self.storage.delete(&key, Some(&version)).await {
-                    Ok(last) => return Ok(DeleteOutcome::Deleted(last)),
+                    Ok(last) => {
+                        self.wrote(kind, &last, true);
+                        return Ok(DeleteOutcome::Deleted(last));
+                    }
                     Err(StorageError::Conflict { .. }) if options.resource_version.is_none() => {
                         continue;
                     }
@@ -455,7 +494,10 @@ impl ObjectStore {
                 return Ok(DeleteOutcome::Pending(marked));
             }
             match self.storage.update(&key, marked, &version).await {
-                Ok(stored) => return Ok(DeleteOutcome::Pending(stored)),
+                Ok(stored) => {
+                    self.wrote(kind, &stored, false);
+                    return Ok(DeleteOutcome::Pending(stored));
+                }
                 Err(StorageError::Conflict { .. }) if options.resource_version.is_none() => {
                     continue;
                 }
