@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiState;
 use super::error::ApiError;
 use super::tls::PeerCertificate;
+use rustls_pki_types::CertificateDer;
 
 /// Paths served without credentials.
 const ANONYMOUS_PATHS: &[&str] = &["/livez", "/readyz", "/healthz", "/version"];
@@ -31,8 +32,8 @@ pub struct User {
 }
 
 /// The user of a verified client certificate: CN and O fields.
-fn user_of_certificate(cert: &PeerCertificate) -> Option<User> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.0.as_ref()).ok()?;
+pub(super) fn user_of_certificate(cert: &CertificateDer<'_>) -> Option<User> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = parsed.subject();
     let name = subject
         .iter_common_name()
@@ -80,7 +81,7 @@ pub async fn authenticate(
         return next.run(request).await;
     }
     let user = if let Some(cert) = request.extensions().get::<PeerCertificate>() {
-        user_of_certificate(cert)
+        cert.0.as_deref().cloned()
     } else if let Some(token) = bearer_token(&request) {
         state
             .tokens

@@ -198,19 +198,25 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Negotiated, ApiError> {
     Err(ApiError::NotAcceptable)
 }
 
+/// `value` as JSON text (a writer into a `Vec`, not the `Display` formatter, which costs
+/// more per byte).
+fn json_bytes(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|_| value.to_string().into_bytes())
+}
+
 /// A response carrying `value` with `code`, encoded as `format` (protobuf only when the
 /// codec knows the kind; JSON otherwise).
 pub fn respond(code: StatusCode, value: &Value, format: BodyFormat) -> Response {
     let (content_type, body): (&'static str, Vec<u8>) = match format {
         BodyFormat::Protobuf => match protobuf::encode_object(value) {
             Ok(bytes) => (PROTOBUF, bytes),
-            Err(_) => ("application/json", value.to_string().into_bytes()),
+            Err(_) => ("application/json", json_bytes(value)),
         },
         BodyFormat::Yaml => match serde_saphyr::to_string(value) {
             Ok(text) => ("application/yaml", text.into_bytes()),
-            Err(_) => ("application/json", value.to_string().into_bytes()),
+            Err(_) => ("application/json", json_bytes(value)),
         },
-        BodyFormat::Json => ("application/json", value.to_string().into_bytes()),
+        BodyFormat::Json => ("application/json", json_bytes(value)),
     };
     let mut response = (code, body).into_response();
     response

@@ -21,9 +21,10 @@ use tower::ServiceExt as _;
 
 use crate::cluster::pki::ServerPki;
 
-/// The client certificate a connection presented (verified against the cluster CA), DER.
+/// Who the client certificate of a connection (verified against the cluster CA during the
+/// handshake) names; read once per connection, not once per request.
 #[derive(Clone, Debug)]
-pub struct PeerCertificate(pub Arc<CertificateDer<'static>>);
+pub struct PeerCertificate(pub Option<Arc<super::auth::User>>);
 
 /// TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +141,7 @@ async fn serve_connection(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|cert| PeerCertificate(Arc::new(cert.clone().into_owned())));
+        .map(|cert| PeerCertificate(super::auth::user_of_certificate(cert).map(Arc::new)));
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             if let Some(peer) = &peer {

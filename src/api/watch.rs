@@ -92,7 +92,7 @@ impl WatchState {
     }
 
     fn encode(&mut self, event_type: &str, object: &Value) -> Bytes {
-        let object = match self.representation {
+        let converted = match self.representation {
             Representation::Table if event_type != "BOOKMARK" && event_type != "ERROR" => {
                 let table = render_object_table(
                     &self.kind,
@@ -102,18 +102,33 @@ impl WatchState {
                     SystemTime::now(),
                 );
                 self.headers_sent = true;
-                table
+                Some(table)
             }
-            Representation::PartialObjectMetadata if event_type != "ERROR" => json!({
+            Representation::PartialObjectMetadata if event_type != "ERROR" => Some(json!({
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
                 "metadata": object["metadata"],
-            }),
-            _ => object.clone(),
+            })),
+            _ => None,
         };
-        let mut line = json!({"type": event_type, "object": object}).to_string();
-        line.push('\n');
-        Bytes::from(line)
+        // Serialized by reference: every watcher of a busy kind encodes every event, and a
+        // copy of the object per event per watcher was a good part of that cost.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            object: &'a Value,
+        }
+        let line = Line {
+            event_type,
+            object: converted.as_ref().unwrap_or(object),
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_else(|_| {
+            // Unreachable for a `Value` (its keys are strings); say so rather than go quiet.
+            br#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","code":500,"message":"the event could not be encoded"}}"#.to_vec()
+        });
+        bytes.push(b'\n');
+        Bytes::from(bytes)
     }
 
     fn bookmark(&mut self, initial_events_end: bool) -> Bytes {

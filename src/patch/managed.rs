@@ -207,8 +207,15 @@ pub(crate) fn changed_fields(
     object_type: ObjectType<'_>,
     subresource: Option<&str>,
 ) -> (FieldSet, FieldSet) {
-    let before_set = FieldSet::from_object(before, object_type.schema);
     let after_set = FieldSet::from_object(after, object_type.schema);
+    if before.as_object().is_some_and(Map::is_empty) {
+        // A create: everything set is changed (leaves are members of the set too), nothing
+        // removed; no need to walk the object again for its leaf values.
+        let mut changed = after_set;
+        strip_unowned(&mut changed, object_type, subresource);
+        return (changed, FieldSet::new());
+    }
+    let before_set = FieldSet::from_object(before, object_type.schema);
     let before_leaves = leaves(before, object_type.schema);
     let mut changed = after_set.difference(&before_set);
     for (path, value) in leaves(after, object_type.schema) {
