@@ -59,9 +59,10 @@ pub trait LockLease: Send {
 /// A push signal that some other server committed a change (Postgres LISTEN/NOTIFY).
 #[async_trait]
 pub trait ChangeSignal: Send {
-    /// Waits for the next signal. An error means the signal connection broke; the caller
-    /// falls back to polling and asks for a new signal later.
-    async fn recv(&mut self) -> Result<()>;
+    /// Waits for the next signal: the revision it announces, when it says. An error means
+    /// the signal connection broke; the caller falls back to polling and asks for a new
+    /// signal later.
+    async fn recv(&mut self) -> Result<Option<i64>>;
 }
 
 /// SQL access to the revisioned key-value log.

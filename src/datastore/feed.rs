@@ -8,8 +8,10 @@
 //! It never skips ahead on a timer.
 //!
 //! What wakes it: a commit by this server's writer (at once), a Postgres notification for a
-//! commit by any server (at once), or the poll timer, which runs fast while changes flow
-//! and backs off to `poll_interval_ms` when idle: the only mechanism on MySQL and SQLite.
+//! commit by any server (at once; one for revisions already delivered is skipped), or the
+//! poll timer. Without notifications (MySQL, SQLite, or while the notification connection
+//! is down) the timer runs fast while changes flow and backs off to `poll_interval_ms` when
+//! idle; with them it stays at `poll_interval_ms`, a safety net only.
 //!
 //! A new watch whose start revision the in-memory window of recent events reaches takes
 //! the rest from it and registers for live ones at once; an older one first reads the
@@ -244,8 +246,13 @@ pub(crate) async fn run_poller(
             _ = shutdown.cancelled() => break,
             _ = feed.wake.notified() => {}
             _ = tokio::time::sleep(interval) => {}
-            received = signalled => {
-                if let Err(err) = received {
+            received = signalled => match received {
+                // This server's own commits and those an earlier pass already found are
+                // announced too; under load most notifications are such, and skipping them
+                // saves a query each.
+                Ok(Some(revision)) if revision <= feed.position() => continue,
+                Ok(_) => {}
+                Err(err) => {
                     tracing::warn!(error = %err, "change notification connection lost; polling until it is back");
                     signal = Signal::Retry(Instant::now() + Duration::from_secs(1));
                 }
@@ -257,7 +264,14 @@ pub(crate) async fn run_poller(
             Ok(PollResult::Delivered) => {
                 gap_since = None;
                 woken_at = None;
-                interval = busy;
+                // With notifications, every later commit wakes the poller; the timer only
+                // covers a notification lost with its connection. Without them it is the
+                // only way to learn of other servers' commits, so it runs fast meanwhile.
+                interval = if matches!(signal, Signal::Connected(_)) {
+                    idle
+                } else {
+                    busy
+                };
             }
             Ok(PollResult::Nothing) => {
                 gap_since = None;

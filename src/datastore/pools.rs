@@ -28,8 +28,9 @@ pub(crate) fn pool_options<DB: Database>(config: &DatastoreConfig) -> PoolOption
 /// The three pools of a backend (see `SqlBackend` in `sql.rs`).
 pub(crate) struct Pools<DB: Database> {
     pub shared: Pool<DB>,
-    pub writer: Pool<DB>,
-    pub feed: Pool<DB>,
+    /// Shared with an engine's own apply (`EngineHooks::apply`).
+    pub writer: std::sync::Arc<Held<DB>>,
+    pub feed: Held<DB>,
 }
 
 /// Connects to an engine. A direct first connection comes first because its error names
@@ -75,7 +76,81 @@ where
     let feed = open(single).await?;
     Ok(Pools {
         shared,
-        writer,
-        feed,
+        writer: std::sync::Arc::new(Held::new(writer)),
+        feed: Held::new(feed),
     })
+}
+
+/// The one connection of a loop that queries all the time (the batching writer, the change
+/// feed's poller), kept checked out of its one-connection pool. A sqlx pool pings every
+/// connection given back to it, so a query through the pool costs two round trips; held,
+/// the connection goes back only after a query on it failed (it may be broken), and the next
+/// use checks out a fresh one, which the pool reconnects as needed.
+pub(crate) struct Held<DB: Database> {
+    pool: Pool<DB>,
+    slot: tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<DB>>>,
+}
+
+/// Exclusive use of a [`Held`] connection until dropped.
+pub(crate) struct HeldGuard<'a, DB: Database> {
+    slot: tokio::sync::MutexGuard<'a, Option<sqlx::pool::PoolConnection<DB>>>,
+    /// Between `conn` and `check`: dropped then (a cancelled query), the connection may be
+    /// mid-exchange, so it goes back to the pool to be checked.
+    in_use: bool,
+}
+
+impl<DB: Database> Held<DB> {
+    pub(crate) fn new(pool: Pool<DB>) -> Held<DB> {
+        Held {
+            pool,
+            slot: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, checked out first if none is held.
+    pub(crate) async fn lock(&self) -> std::result::Result<HeldGuard<'_, DB>, sqlx::Error> {
+        let mut slot = self.slot.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.pool.acquire().await?);
+        }
+        Ok(HeldGuard {
+            slot,
+            in_use: false,
+        })
+    }
+
+    /// Gives the connection back and closes the pool.
+    pub(crate) async fn close(&self) {
+        self.slot.lock().await.take();
+        self.pool.close().await;
+    }
+}
+
+impl<DB: Database> HeldGuard<'_, DB> {
+    /// The connection (`lock` made sure there is one).
+    pub(crate) fn conn(&mut self) -> std::result::Result<&mut DB::Connection, sqlx::Error> {
+        self.in_use = true;
+        self.slot.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// Passes `result` through; on an error the connection goes back to the pool (which
+    /// checks it) and the next `lock` takes another.
+    pub(crate) fn check<T>(
+        &mut self,
+        result: std::result::Result<T, sqlx::Error>,
+    ) -> std::result::Result<T, sqlx::Error> {
+        self.in_use = false;
+        if result.is_err() {
+            self.slot.take();
+        }
+        result
+    }
+}
+
+impl<DB: Database> Drop for HeldGuard<'_, DB> {
+    fn drop(&mut self) {
+        if self.in_use {
+            self.slot.take();
+        }
+    }
 }

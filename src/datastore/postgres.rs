@@ -18,7 +18,7 @@ use sqlx::{Connection, Postgres};
 use super::backend::{ChangeSignal, Engine, LockLease};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::pools::{connect_pools, pool_options};
+use super::pools::{Held, connect_pools, pool_options};
 use super::sql::{EngineHooks, SqlBackend, expiry};
 use super::statements::{Statements, Templates};
 use super::types::{WriteOp, WriteOutcome};
@@ -82,7 +82,7 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
     .await?;
     let hooks = Arc::new(PgHooks {
         pool: pools.shared.clone(),
-        writer_pool: pools.writer.clone(),
+        writer: pools.writer.clone(),
     });
     Ok(SqlBackend::new(
         pools,
@@ -119,7 +119,7 @@ async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<(
 struct PgHooks {
     pool: PgPool,
     /// The writer's own connection (see `SqlBackend`).
-    writer_pool: PgPool,
+    writer: Arc<Held<Postgres>>,
 }
 
 impl PgHooks {
@@ -165,16 +165,21 @@ impl PgHooks {
                 }
             }
         }
-        let rows: Vec<(bool, Option<i64>)> =
+        let mut held = self
+            .writer
+            .lock()
+            .await
+            .map_err(DatastoreError::query("write"))?;
+        let rows: std::result::Result<Vec<(bool, Option<i64>)>, sqlx::Error> =
             sqlx::query_as("SELECT applied, revision FROM capstan_apply($1, $2, $3, $4, $5)")
                 .bind(kinds)
                 .bind(names)
                 .bind(values)
                 .bind(expected)
                 .bind(expires)
-                .fetch_all(&self.writer_pool)
-                .await
-                .map_err(DatastoreError::query("write"))?;
+                .fetch_all(held.conn().map_err(DatastoreError::query("write"))?)
+                .await;
+        let rows = held.check(rows).map_err(DatastoreError::query("write"))?;
         if rows.len() != ops.len() {
             return Err(DatastoreError::Corrupt(format!(
                 "capstan_apply returned {} results for {} writes",
@@ -285,11 +290,11 @@ struct PgSignal {
 
 #[async_trait]
 impl ChangeSignal for PgSignal {
-    async fn recv(&mut self) -> Result<()> {
+    async fn recv(&mut self) -> Result<Option<i64>> {
         // `try_recv` reports a lost connection as `None` instead of silently reconnecting,
         // so the feed knows to poll for what it may have missed meanwhile.
         match self.listener.try_recv().await {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(notification)) => Ok(notification.payload().parse().ok()),
             Ok(None) => Err(DatastoreError::Query {
                 operation: "listen for changes",
                 source: sqlx::Error::Protocol("notification connection lost".into()),

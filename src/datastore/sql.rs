@@ -32,7 +32,7 @@ use super::backend::{Backend, ChangeSignal, CompactionState, Engine, LockLease, 
 use super::error::{DatastoreError, Result};
 use super::types::{Event, EventKind, KeyRange, KeyValue, WriteOp, WriteOutcome};
 
-use super::pools::Pools;
+use super::pools::{Held, Pools};
 use super::statements::Statements;
 
 /// Rows per multi-row statement: 6 binds a history row keeps this under every engine's
@@ -89,8 +89,8 @@ impl<DB: Database> SqlBackend<DB> {
     ) -> Self {
         SqlBackend {
             pool: pools.shared,
-            writer_pool: pools.writer,
-            feed_pool: pools.feed,
+            writer: pools.writer,
+            feed: pools.feed,
             sql,
             engine,
             hooks,
@@ -104,8 +104,8 @@ impl<DB: Database> SqlBackend<DB> {
 /// ~90 ms measured), can then never delay a commit or a watch event.
 pub(crate) struct SqlBackend<DB: Database> {
     pub pool: Pool<DB>,
-    pub writer_pool: Pool<DB>,
-    pub feed_pool: Pool<DB>,
+    pub writer: Arc<Held<DB>>,
+    pub feed: Held<DB>,
     pub sql: &'static Statements,
     pub engine: Engine,
     pub hooks: Arc<dyn EngineHooks>,
@@ -273,9 +273,20 @@ where
         ops: &[WriteOp],
         now_ms: i64,
     ) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
+        let mut held = self.writer.lock().await?;
+        let result = self.apply_on(held.conn()?, ops, now_ms).await;
+        held.check(result)
+    }
+
+    async fn apply_on(
+        &self,
+        conn: &mut DB::Connection,
+        ops: &[WriteOp],
+        now_ms: i64,
+    ) -> std::result::Result<Vec<WriteOutcome>, sqlx::Error> {
         let mut tx = match self.hooks.begin_write() {
-            Some(statement) => self.writer_pool.begin_with(statement).await?,
-            None => self.writer_pool.begin().await?,
+            Some(statement) => sqlx::Connection::begin_with(conn, statement).await?,
+            None => sqlx::Connection::begin(conn).await?,
         };
         let head: i64 = sqlx::query_scalar(self.sql.lock_revision)
             .fetch_one(&mut *tx)
@@ -640,15 +651,19 @@ where
                 .bind(limit_param(limit)),
         };
         // Without a range this is the change feed's poll, on the feed's own connection.
-        let pool = if range.is_none() {
-            &self.feed_pool
+        let rows = if range.is_none() {
+            let mut held = self
+                .feed
+                .lock()
+                .await
+                .map_err(DatastoreError::query("read history"))?;
+            let conn = held.conn().map_err(DatastoreError::query("read history"))?;
+            let result = query.fetch_all(conn).await;
+            held.check(result)
         } else {
-            &self.pool
-        };
-        let rows = query
-            .fetch_all(pool)
-            .await
-            .map_err(DatastoreError::query("read history"))?;
+            query.fetch_all(&self.pool).await
+        }
+        .map_err(DatastoreError::query("read history"))?;
         rows.iter()
             .map(Self::event_from_row)
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -733,8 +748,8 @@ where
     }
 
     async fn close(&self) {
-        self.writer_pool.close().await;
-        self.feed_pool.close().await;
+        self.writer.close().await;
+        self.feed.close().await;
         self.pool.close().await;
     }
 }
