@@ -121,8 +121,13 @@ impl<DB: Database> Held<DB> {
 
     /// Gives the connection back and closes the pool.
     pub(crate) async fn close(&self) {
-        self.slot.lock().await.take();
+        self.release().await;
         self.pool.close().await;
+    }
+
+    /// Gives the connection back to the pool.
+    pub(crate) async fn release(&self) {
+        self.slot.lock().await.take();
     }
 }
 

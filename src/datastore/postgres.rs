@@ -82,6 +82,7 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Postgres
     .await?;
     let hooks = Arc::new(PgHooks {
         pool: pools.shared.clone(),
+        announcer: Held::new(pools.shared.clone()),
         writer: pools.writer.clone(),
     });
     Ok(SqlBackend::new(
@@ -118,6 +119,8 @@ async fn create_database(options: &PgConnectOptions, endpoint: &str) -> Result<(
 
 struct PgHooks {
     pool: PgPool,
+    /// The announcer's connection, held out of the shared pool (no ping per NOTIFY).
+    announcer: Held<Postgres>,
     /// The writer's own connection (see `SqlBackend`).
     writer: Arc<Held<Postgres>>,
 }
@@ -253,13 +256,26 @@ impl EngineHooks for PgHooks {
     }
 
     async fn announce(&self, revision: i64) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(revision.to_string())
-            .execute(&self.pool)
+        let mut held = self
+            .announcer
+            .lock()
             .await
             .map_err(DatastoreError::query("announce a commit"))?;
+        let conn = held
+            .conn()
+            .map_err(DatastoreError::query("announce a commit"))?;
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(revision.to_string())
+            .execute(conn)
+            .await;
+        held.check(sent)
+            .map_err(DatastoreError::query("announce a commit"))?;
         Ok(())
+    }
+
+    async fn release(&self) {
+        self.announcer.release().await;
     }
 }
 

@@ -78,6 +78,9 @@ pub(crate) trait EngineHooks: Send + Sync {
     async fn apply(&self, _ops: &[WriteOp], _now_ms: i64) -> Option<Result<Vec<WriteOutcome>>> {
         None
     }
+    /// Gives back connections the engine holds out of the shared pool (closing the pool
+    /// waits for every connection).
+    async fn release(&self) {}
 }
 
 impl<DB: Database> SqlBackend<DB> {
@@ -750,6 +753,7 @@ where
     async fn close(&self) {
         self.writer.close().await;
         self.feed.close().await;
+        self.hooks.release().await;
         self.pool.close().await;
     }
 }
