@@ -558,14 +558,17 @@ async fn namespace_checks_on_create_follow_other_servers() {
             .ok();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster
-        .create(
-            "v1",
-            "Namespace",
-            None,
-            json!({"metadata": {"name": "fresh"}}),
-        )
-        .await;
+    let make_fresh = async || {
+        cluster
+            .create(
+                "v1",
+                "Namespace",
+                None,
+                json!({"metadata": {"name": "fresh"}}),
+            )
+            .await
+    };
+    make_fresh().await;
     try_create_configmap(&b, &configmaps, "fresh", "at-once")
         .await
         .expect("a namespace made on another server a moment ago takes content");
@@ -617,14 +620,7 @@ async fn namespace_checks_on_create_follow_other_servers() {
 
     // Once the namespace is gone, making it again opens it on both servers.
     cluster.wait_gone("v1", "Namespace", None, "fresh").await;
-    cluster
-        .create(
-            "v1",
-            "Namespace",
-            None,
-            json!({"metadata": {"name": "fresh"}}),
-        )
-        .await;
+    make_fresh().await;
     try_create_configmap(&a, &configmaps, "fresh", "again-a")
         .await
         .expect("the server that made the namespace again takes content at once");
