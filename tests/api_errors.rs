@@ -11,54 +11,12 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Client;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::{Value, json};
 
+use common::probe::{admin_client, anonymous_client, send};
 use common::process::Server;
-
-async fn admin_client(server: &Server) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("the kubeconfig parses");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("the kubeconfig is complete");
-    Client::try_from(config).expect("a client can be built")
-}
-
-/// A client that trusts the cluster CA but presents no credentials.
-async fn anonymous_client(server: &Server) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("the kubeconfig parses");
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("the kubeconfig is complete");
-    config.auth_info = Default::default();
-    Client::try_from(config).expect("a client can be built")
-}
-
-/// Sends a raw request; returns the HTTP status and the body as JSON (or text).
-async fn send(client: &Client, request: http::Request<Vec<u8>>) -> (u16, Value) {
-    let response = client.send(request.map(kube::client::Body::from)).await;
-    match response {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let bytes = http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            let body = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-            (status, body)
-        }
-        Err(kube::Error::Api(status)) => (
-            status.code,
-            json!({"reason": status.reason, "message": status.message}),
-        ),
-        Err(other) => panic!("request failed below HTTP: {other}"),
-    }
-}
 
 fn post(path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> http::Request<Vec<u8>> {
     http::Request::post(path)

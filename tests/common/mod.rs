@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod probe;
 pub mod process;
 pub mod proxy;
 
