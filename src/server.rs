@@ -81,10 +81,7 @@ pub enum ServerError {
 
 /// Runs the server until `shutdown` is cancelled, then stops everything it started.
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    private_data_dir(&config.data_dir)?;
     let datastore = config.datastore();
     let node_name = config.effective_node_name();
     tracing::info!(node = %node_name, data_dir = %config.data_dir.display(), endpoint = %masked(&datastore.endpoint), "starting capstan server");
@@ -125,6 +122,27 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     tasks.wait().await;
     store.close().await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates the data dir private to this user (0700), or tightens an existing one that other
+/// users can enter: it holds the CA key, the token and (SQLite) every Secret.
+fn private_data_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let failed = |source| ServerError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(failed)?;
+    let mode = std::fs::metadata(path).map_err(failed)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the data dir is open to other users; restricting it to its owner");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
     Ok(())
 }
 

@@ -61,10 +61,19 @@ pub struct ResourcePath {
     pub watch_prefix: bool,
 }
 
-/// Parses `path` against `catalog`.
+/// Parses `path` against `catalog`. Each segment is percent-decoded after the path is split,
+/// as Go's net/http does before kube-apiserver sees it: clients escape `:` in names such as
+/// `system:node` (`capstan%3Anode`), and an escaped `/` stays inside its segment.
 pub fn parse(path: &str, catalog: &Catalog) -> Route {
     let trimmed = path.trim_end_matches('/');
-    let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+    let mut decoded = Vec::new();
+    for segment in trimmed.split('/').skip(1) {
+        match percent_encoding::percent_decode_str(segment).decode_utf8() {
+            Ok(text) => decoded.push(text),
+            Err(_) => return Route::NotFound,
+        }
+    }
+    let segments: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     match segments.as_slice() {
         ["version"] => Route::Version,
         ["livez", ..] => Route::Health(HealthCheck::Live),
@@ -178,5 +187,20 @@ mod tests {
             matches!(route("/api/v1/configmaps/x"), Route::NotFound),
             "namespaced kind without namespace"
         );
+    }
+
+    #[test]
+    fn escaped_segments_are_decoded_after_the_path_is_split() {
+        let Route::Resource(p) =
+            route("/apis/rbac.authorization.k8s.io/v1/clusterroles/capstan%3Anode")
+        else {
+            panic!("not a resource")
+        };
+        assert_eq!(p.name.as_deref(), Some("capstan:node"));
+        let Route::Resource(p) = route("/api/v1/namespaces/a%2Fb/configmaps/c") else {
+            panic!("not a resource")
+        };
+        assert_eq!(p.namespace.as_deref(), Some("a/b"), "an escaped / stays in its segment");
+        assert!(matches!(route("/api/v1/namespaces/%ff/configmaps"), Route::NotFound));
     }
 }

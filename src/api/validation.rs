@@ -14,13 +14,32 @@ pub fn unknown_fields(kind: &ResourceType, object: &Value) -> Vec<String> {
     if let SchemaSource::Inline(schema) = &kind.schema {
         return registry::unknown_fields(schema, object);
     }
+    let mut copy = object.clone();
+    prune_unknown_fields(kind, &mut copy)
+}
+
+/// Removes from `object` the fields the kind's schema does not declare, as kube-apiserver
+/// drops unknown fields of built-in kinds while decoding (`fieldValidation=Warn` or
+/// `Ignore`); returns their dotted paths. Custom resources are pruned against their own
+/// schema when they are validated (`registry::validate_and_prune`), so for them this only
+/// lists.
+pub fn prune_unknown_fields(kind: &ResourceType, object: &mut Value) -> Vec<String> {
+    if let SchemaSource::Inline(schema) = &kind.schema {
+        return registry::unknown_fields(schema, object);
+    }
     let object_type = kind.object_type();
     let mut found = Vec::new();
     walk(object_type.schema, object, "", 0, &mut found);
     found
 }
 
-fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &mut Vec<String>) {
+fn walk(
+    schema: SchemaRef<'_>,
+    value: &mut Value,
+    path: &str,
+    depth: usize,
+    found: &mut Vec<String>,
+) {
     if !schema.is_known() || depth > MAX_DEPTH {
         return;
     }
@@ -31,7 +50,8 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
         Value::Object(map) => {
             let declares = schema.extension("properties").is_some();
             let additional = schema.extension("additionalProperties");
-            for (key, child) in map {
+            let mut unknown = Vec::new();
+            for (key, child) in map.iter_mut() {
                 let child_path = if path.is_empty() {
                     key.clone()
                 } else {
@@ -50,16 +70,21 @@ fn walk(schema: SchemaRef<'_>, value: &Value, path: &str, depth: usize, found: &
                             found,
                         );
                     } else if additional == &Value::Bool(false) {
+                        unknown.push(key.clone());
                         found.push(child_path);
                     }
                 } else if declares {
+                    unknown.push(key.clone());
                     found.push(child_path);
                 }
+            }
+            for key in unknown {
+                map.remove(&key);
             }
         }
         Value::Array(items) => {
             let item_schema = schema.items();
-            for (index, item) in items.iter().enumerate() {
+            for (index, item) in items.iter_mut().enumerate() {
                 walk(
                     item_schema,
                     item,

@@ -39,6 +39,56 @@ fn statements() -> &'static Statements {
     })
 }
 
+/// The files SQLite keeps beside the database: they hold the same data (the WAL holds
+/// every recent write, Secrets included).
+const COMPANION_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Makes the database's folder (0700) and file (0600) private to this user, creating them
+/// when missing and tightening them when another user could read them. SQLite gives its
+/// WAL, shared-memory and journal files the database file's mode, so they follow; the ones
+/// already there are tightened too.
+fn restrict_to_owner(file: &Path, parent: Option<&Path>) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let tighten = |path: &Path, mode: u32| -> Result<(), String> {
+        let current = match std::fs::metadata(path) {
+            Ok(metadata) => metadata.permissions().mode() & 0o777,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        if current & 0o077 == 0 {
+            return Ok(());
+        }
+        tracing::warn!(path = %path.display(), mode = format!("{current:o}"), "the datastore is readable by other users; restricting it to its owner");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|error| {
+            format!(
+                "{} is readable by other users (mode {current:o}) and cannot be restricted: {error} (run as its owner, or chmod {mode:o} it)",
+                path.display()
+            )
+        })
+    };
+    if let Some(parent) = parent {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| format!("cannot create folder {}: {e}", parent.display()))?;
+        tighten(parent, 0o700)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+    tighten(file, 0o600)?;
+    for suffix in COMPANION_SUFFIXES {
+        let mut companion = file.as_os_str().to_owned();
+        companion.push(suffix);
+        tighten(Path::new(&companion), 0o600)?;
+    }
+    Ok(())
+}
+
 /// Opens (creating the file and its folder if missing), migrates, and returns the backend.
 pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>> {
     let endpoint = masked(&config.endpoint);
@@ -57,10 +107,12 @@ pub(crate) async fn open(config: &DatastoreConfig) -> Result<SqlBackend<Sqlite>>
     let parent = Path::new(file)
         .parent()
         .filter(|p| !p.as_os_str().is_empty());
-    if let Some(parent) = parent.filter(|_| file != ":memory:") {
-        std::fs::create_dir_all(parent).map_err(|e| DatastoreError::InvalidEndpoint {
-            endpoint: endpoint.clone(),
-            reason: format!("cannot create folder {}: {e}", parent.display()),
+    if file != ":memory:" {
+        restrict_to_owner(Path::new(file), parent).map_err(|reason| {
+            DatastoreError::InvalidEndpoint {
+                endpoint: endpoint.clone(),
+                reason,
+            }
         })?;
     }
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))

@@ -107,21 +107,91 @@ impl Query {
                 }
                 "allowWatchBookmarks" => parsed.allow_watch_bookmarks = flag(&value),
                 "sendInitialEvents" => parsed.send_initial_events = Some(flag(&value)),
-                "timeoutSeconds" | "timeout" => {
-                    let seconds = value.trim_end_matches('s');
-                    parsed.timeout_seconds = seconds.parse().ok();
-                }
+                "timeoutSeconds" => parsed.timeout_seconds = Some(seconds(&key, &value)?),
+                "timeout" => parsed.timeout_seconds = Some(duration_seconds(&value)?),
                 "includeObject" => parsed.include_object = Some(value),
                 "propagationPolicy" => parsed.propagation = Some(propagation(&value)?),
                 "orphanDependents" if flag(&value) => {
                     parsed.propagation = Some(Propagation::Orphan);
                 }
-                "gracePeriodSeconds" => parsed.grace_period_seconds = value.parse().ok(),
+                "gracePeriodSeconds" => {
+                    parsed.grace_period_seconds = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "gracePeriodSeconds: Invalid value: \"{value}\": must be an integer"
+                        ))
+                    })?)
+                }
                 _ => {}
             }
         }
         Ok(parsed)
     }
+}
+
+/// A non-negative whole number of seconds (`timeoutSeconds`).
+fn seconds(key: &str, value: &str) -> Result<u64, ApiError> {
+    value.parse::<u64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{key}: Invalid value: \"{value}\": must be a non-negative integer"
+        ))
+    })
+}
+
+/// A Go duration of whole units (`timeout=30s`, `1m`, `500ms`, `1h`), rounded up to seconds.
+fn duration_seconds(value: &str) -> Result<u64, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "timeout: Invalid value: \"{value}\": must be a duration such as 30s, 1m or 500ms"
+        ))
+    };
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    Ok(number.saturating_mul(millis_per_unit).div_ceil(1_000))
+}
+
+/// The longest `fieldManager` kube-apiserver accepts.
+pub const MAX_FIELD_MANAGER_BYTES: usize = 128;
+
+/// Checks a request's `fieldManager` as kube-apiserver validates its `CreateOptions`,
+/// `UpdateOptions` or `PatchOptions` (`options_kind`): at most 128 bytes, printable only.
+pub fn check_field_manager(manager: Option<&str>, options_kind: &str) -> Result<(), ApiError> {
+    let Some(manager) = manager else {
+        return Ok(());
+    };
+    let (reason, message) = if manager.len() > MAX_FIELD_MANAGER_BYTES {
+        (
+            "FieldValueTooLong",
+            format!("Too long: may not be more than {MAX_FIELD_MANAGER_BYTES} bytes"),
+        )
+    } else if manager.chars().any(char::is_control) {
+        (
+            "FieldValueInvalid",
+            "Invalid value: the field manager may hold printable characters only".to_string(),
+        )
+    } else {
+        return Ok(());
+    };
+    Err(crate::registry::RegistryError::Invalid {
+        kind: options_kind.to_string(),
+        group_suffix: "meta.k8s.io".to_string(),
+        name: String::new(),
+        causes: vec![crate::registry::FieldError {
+            field: "fieldManager".to_string(),
+            cause: reason,
+            message,
+        }],
+    }
+    .into())
 }
 
 /// Parses a `propagationPolicy`.
@@ -150,6 +220,11 @@ mod tests {
         assert_eq!(q.limit, 500);
         assert!(q.dry_run);
         assert_eq!(q.field_validation, FieldValidation::Strict);
+        assert_eq!(Query::parse(Some("timeout=1m")).map(|q| q.timeout_seconds).ok(), Some(Some(60)));
+        assert_eq!(Query::parse(Some("timeout=500ms")).map(|q| q.timeout_seconds).ok(), Some(Some(1)));
+        for bad in ["timeoutSeconds=-1", "timeoutSeconds=abc", "timeout=10", "timeout=5x", "gracePeriodSeconds=x"] {
+            assert!(Query::parse(Some(bad)).is_err(), "{bad} must be refused");
+        }
         assert!(Query::parse(Some("dryRun=Some")).is_err());
         assert!(Query::parse(Some("limit=x")).is_err());
     }

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::Call;
-use super::query::{FieldValidation, propagation};
+use super::query::{FieldValidation, MAX_FIELD_MANAGER_BYTES, check_field_manager, propagation};
 use super::read::{Filter, list_options, represent};
 use crate::api::body::{
     PatchType, body_format, decode_object, decode_yaml, patch_type, read_body, respond,
@@ -44,18 +44,25 @@ fn write_options(call: &Call) -> WriteOptions {
     }
 }
 
-/// The field manager of a write: `fieldManager`, else the user agent's program name.
-fn field_manager(call: &Call, part: Part) -> FieldManager {
+/// The field manager of a write: `fieldManager` (checked as kube-apiserver checks the
+/// verb's `options_kind`), else the user agent's program name cut to the same 128 bytes.
+fn field_manager(call: &Call, part: Part, options_kind: &str) -> Result<FieldManager, ApiError> {
+    check_field_manager(call.query.field_manager.as_deref(), options_kind)?;
     let name = call.query.field_manager.clone().unwrap_or_else(|| {
-        call.headers
+        let agent = call
+            .headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .and_then(|agent| agent.split('/').next())
             .filter(|name| !name.is_empty())
-            .unwrap_or("unknown")
-            .to_string()
+            .unwrap_or("unknown");
+        let mut end = agent.len().min(MAX_FIELD_MANAGER_BYTES);
+        while !agent.is_char_boundary(end) {
+            end -= 1;
+        }
+        agent[..end].to_string()
     });
-    FieldManager {
+    Ok(FieldManager {
         name,
         api_version: call.target.kind.api_version(),
         time: timestamp(SystemTime::now()),
@@ -64,30 +71,42 @@ fn field_manager(call: &Call, part: Part) -> FieldManager {
             Part::Status => Some("status".to_string()),
             Part::Finalize => Some("finalize".to_string()),
         },
-    }
+    })
 }
 
-/// Checks unknown fields as `fieldValidation` asks; returns the warnings to send.
+/// Checks unknown fields as `fieldValidation` asks: `Strict` refuses them, `Warn` and
+/// `Ignore` drop them (as kube-apiserver does for built-in kinds); returns the warnings to
+/// send.
 fn check_fields(call: &Call, object: &mut Value) -> Result<Vec<String>, ApiError> {
-    let unknown = crate::api::validation::unknown_fields(&call.target.kind, object);
+    Ok(check_unknown_fields(
+        &call.target.kind,
+        call.query.field_validation,
+        object,
+    )?)
+}
+
+/// [`check_fields`] for a kind and mode, inside an update closure.
+fn check_unknown_fields(
+    kind: &ResourceType,
+    mode: FieldValidation,
+    object: &mut Value,
+) -> Result<Vec<String>, RegistryError> {
+    let unknown = match mode {
+        FieldValidation::Strict => crate::api::validation::unknown_fields(kind, object),
+        FieldValidation::Warn | FieldValidation::Ignore => {
+            crate::api::validation::prune_unknown_fields(kind, object)
+        }
+    };
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
-    match call.query.field_validation {
-        FieldValidation::Strict => {
-            let listed: Vec<String> = unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect();
-            Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                listed.join(", ")
-            )))
-        }
-        FieldValidation::Warn => Ok(unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect()),
+    let listed = unknown.iter().map(|f| format!("unknown field \"{f}\""));
+    match mode {
+        FieldValidation::Strict => Err(RegistryError::BadRequest(format!(
+            "strict decoding error: {}",
+            listed.collect::<Vec<_>>().join(", ")
+        ))),
+        FieldValidation::Warn => Ok(listed.collect()),
         FieldValidation::Ignore => Ok(Vec::new()),
     }
 }
@@ -119,7 +138,7 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     let mut object = decode_object(&bytes, format)?;
     let warnings = check_fields(&call, &mut object)?;
     validate(&call, &mut object)?;
-    let manager = field_manager(&call, Part::Main);
+    let manager = field_manager(&call, Part::Main, "CreateOptions")?;
     let managed = record_update(None, &object, &manager, call.target.kind.object_type());
     set_managed_fields(&mut object, managed);
     let created = call
@@ -147,7 +166,7 @@ pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Respons
     let mut object = decode_object(&bytes, format)?;
     let warnings = check_fields(&call, &mut object)?;
     validate(&call, &mut object)?;
-    let manager = field_manager(&call, part);
+    let manager = field_manager(&call, part, "UpdateOptions")?;
     let kind = call.target.kind.clone();
     let updated = call
         .state
@@ -248,7 +267,7 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
         _ => serde_json::from_slice::<Value>(&bytes)
             .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?,
     };
-    let mut manager = field_manager(&call, part);
+    let mut manager = field_manager(&call, part, "PatchOptions")?;
     if patch_type == PatchType::Apply {
         if call.query.field_manager.is_none() {
             return Err(ApiError::bad_request(
@@ -277,6 +296,7 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
             &options,
             |current| {
                 let mut next = patched(&kind, current, &patch, patch_type, &manager, force)?;
+                warnings = check_unknown_fields(&kind, call.query.field_validation, &mut next)?;
                 // The current resourceVersion came along with the object: only a version the
                 // patch itself sets is a precondition.
                 if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
