@@ -138,7 +138,11 @@ fn private_data_dir(path: &std::path::Path) -> Result<(), ServerError> {
         .mode(0o700)
         .create(path)
         .map_err(failed)?;
-    let mode = std::fs::metadata(path).map_err(failed)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path)
+        .map_err(failed)?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the data dir is open to other users; restricting it to its owner");
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;

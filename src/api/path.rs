@@ -200,7 +200,14 @@ mod tests {
         let Route::Resource(p) = route("/api/v1/namespaces/a%2Fb/configmaps/c") else {
             panic!("not a resource")
         };
-        assert_eq!(p.namespace.as_deref(), Some("a/b"), "an escaped / stays in its segment");
-        assert!(matches!(route("/api/v1/namespaces/%ff/configmaps"), Route::NotFound));
+        assert_eq!(
+            p.namespace.as_deref(),
+            Some("a/b"),
+            "an escaped / stays in its segment"
+        );
+        assert!(matches!(
+            route("/api/v1/namespaces/%ff/configmaps"),
+            Route::NotFound
+        ));
     }
 }

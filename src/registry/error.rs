@@ -168,6 +168,7 @@ pub fn from_storage(error: StorageError, qualified: &str, name: &str) -> Registr
         StorageError::InvalidContinue { .. } | StorageError::InvalidResourceVersion { .. } => {
             RegistryError::BadRequest(error.to_string())
         }
+        StorageError::Undecodable { .. } => RegistryError::Internal(error.to_string()),
         StorageError::InvalidKey { .. } | StorageError::InvalidObject { .. } => {
             RegistryError::BadRequest(error.to_string())
         }

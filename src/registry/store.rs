@@ -427,11 +427,20 @@ impl ObjectStore {
         let key = self.key(kind, namespace, name)?;
         let qualified = qualified_resource(kind);
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self
-                .storage
-                .get(&key)
-                .await
-                .map_err(|e| from_storage(e, &qualified, name))?;
+            let current = match self.storage.get(&key).await {
+                Ok(current) => current,
+                // Nothing of it can be read (finalizers, grace, preconditions): it goes.
+                Err(error @ StorageError::Undecodable { .. }) if !options.dry_run => {
+                    tracing::warn!(%error, "deleting a stored object that cannot be decoded");
+                    let last = self
+                        .storage
+                        .delete(&key, None)
+                        .await
+                        .map_err(|e| from_storage(e, &qualified, name))?;
+                    return Ok(DeleteOutcome::Deleted(last));
+                }
+                Err(error) => return Err(from_storage(error, &qualified, name)),
+            };
             let version = current["metadata"]["resourceVersion"]
                 .as_str()
                 .unwrap_or("")

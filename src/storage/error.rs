@@ -51,6 +51,18 @@ pub enum StorageError {
         /// The latest committed revision.
         current: i64,
     },
+    /// Stored bytes do not decode into an object (written by something else, or by an older
+    /// Capstan that accepted what it can no longer read). Lists and watches skip such rows
+    /// and report them; a delete removes them.
+    #[error(
+        "the stored object at {key} cannot be decoded ({reason}); it is left out of lists and watches, and deleting it removes it"
+    )]
+    Undecodable {
+        /// The object's key.
+        key: String,
+        /// What the decoder said.
+        reason: String,
+    },
     /// An object is not storable JSON, or stored bytes do not decode.
     #[error("object {key}: {reason}")]
     InvalidObject {

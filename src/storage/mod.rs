@@ -248,7 +248,12 @@ impl Storage {
                 .await?
             {
                 WriteOutcome::Applied { revision } => {
-                    return object::decode(key.as_str(), &current.value, revision);
+                    return match object::decode(key.as_str(), &current.value, revision) {
+                        Err(StorageError::Undecodable { .. }) => {
+                            Ok(object::stand_in(key.as_str(), revision))
+                        }
+                        decoded => decoded,
+                    };
                 }
                 // Changed between our read and the delete: with a precondition that is the
                 // caller's conflict; without one, delete whatever is there now.
@@ -328,7 +333,7 @@ impl Storage {
             .map_err(StorageError::from_read)?;
         let mut items = Vec::with_capacity(page.items.len());
         for found in &page.items {
-            items.push(object::decode(
+            items.extend(object::decode_or_skip(
                 &found.key,
                 &found.value,
                 found.mod_revision,
@@ -386,7 +391,11 @@ impl Storage {
             revision = Some(page.revision);
             let read = page.items.len();
             for (index, found) in page.items.iter().enumerate() {
-                let object = object::decode(&found.key, &found.value, found.mod_revision)?;
+                let Some(object) =
+                    object::decode_or_skip(&found.key, &found.value, found.mod_revision)?
+                else {
+                    continue;
+                };
                 if !(filter.0)(&object) {
                     continue;
                 }

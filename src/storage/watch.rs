@@ -59,8 +59,9 @@ impl WatchEvent {
         self.object["metadata"]["resourceVersion"].as_str()
     }
 
-    /// The storage event for a datastore event.
-    pub(crate) fn from_event(event: &Event) -> Result<WatchEvent> {
+    /// The storage event for a datastore event; `None` for an object that cannot be
+    /// decoded, which is reported and left out (as lists leave it out).
+    pub(crate) fn from_event(event: &Event) -> Result<Option<WatchEvent>> {
         let (kind, bytes) = match event.kind {
             EventKind::Put if event.create_revision == event.revision => {
                 (WatchEventType::Added, &event.value)
@@ -85,11 +86,14 @@ impl WatchEvent {
             }
             _ => None,
         };
-        Ok(WatchEvent {
+        let Some(object) = object::decode_or_skip(&event.key, bytes, event.revision)? else {
+            return Ok(None);
+        };
+        Ok(Some(WatchEvent {
             kind,
-            object: object::decode(&event.key, bytes, event.revision)?,
+            object,
             previous,
-        })
+        }))
     }
 }
 
@@ -101,9 +105,11 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 pub(crate) fn map_stream(
     events: impl Stream<Item = crate::datastore::Result<Event>> + Send + 'static,
 ) -> WatchStream {
-    Box::pin(events.map(|item| match item {
-        Ok(event) => WatchEvent::from_event(&event),
-        Err(error) => Err(StorageError::from_read(error)),
+    Box::pin(events.filter_map(|item| {
+        futures::future::ready(match item {
+            Ok(event) => WatchEvent::from_event(&event).transpose(),
+            Err(error) => Some(Err(StorageError::from_read(error))),
+        })
     }))
 }
 
@@ -126,12 +132,18 @@ mod tests {
 
     #[test]
     fn datastore_events_map_to_kubernetes_types() {
-        let added = WatchEvent::from_event(&event(EventKind::Put, 5, 5)).expect("decodes");
+        let added = WatchEvent::from_event(&event(EventKind::Put, 5, 5))
+            .expect("decodes")
+            .expect("an object");
         assert_eq!(added.kind, WatchEventType::Added);
         assert_eq!(added.resource_version(), Some("5"));
-        let modified = WatchEvent::from_event(&event(EventKind::Put, 6, 5)).expect("decodes");
+        let modified = WatchEvent::from_event(&event(EventKind::Put, 6, 5))
+            .expect("decodes")
+            .expect("an object");
         assert_eq!(modified.kind, WatchEventType::Modified);
-        let deleted = WatchEvent::from_event(&event(EventKind::Delete, 7, 5)).expect("decodes");
+        let deleted = WatchEvent::from_event(&event(EventKind::Delete, 7, 5))
+            .expect("decodes")
+            .expect("an object");
         assert_eq!(deleted.kind, WatchEventType::Deleted);
         assert_eq!(deleted.object["metadata"]["name"], "old");
         assert_eq!(deleted.resource_version(), Some("7"));

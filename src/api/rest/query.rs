@@ -220,9 +220,25 @@ mod tests {
         assert_eq!(q.limit, 500);
         assert!(q.dry_run);
         assert_eq!(q.field_validation, FieldValidation::Strict);
-        assert_eq!(Query::parse(Some("timeout=1m")).map(|q| q.timeout_seconds).ok(), Some(Some(60)));
-        assert_eq!(Query::parse(Some("timeout=500ms")).map(|q| q.timeout_seconds).ok(), Some(Some(1)));
-        for bad in ["timeoutSeconds=-1", "timeoutSeconds=abc", "timeout=10", "timeout=5x", "gracePeriodSeconds=x"] {
+        assert_eq!(
+            Query::parse(Some("timeout=1m"))
+                .map(|q| q.timeout_seconds)
+                .ok(),
+            Some(Some(60))
+        );
+        assert_eq!(
+            Query::parse(Some("timeout=500ms"))
+                .map(|q| q.timeout_seconds)
+                .ok(),
+            Some(Some(1))
+        );
+        for bad in [
+            "timeoutSeconds=-1",
+            "timeoutSeconds=abc",
+            "timeout=10",
+            "timeout=5x",
+            "gracePeriodSeconds=x",
+        ] {
             assert!(Query::parse(Some(bad)).is_err(), "{bad} must be refused");
         }
         assert!(Query::parse(Some("dryRun=Some")).is_err());
