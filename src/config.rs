@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// Keep prepared statements cached per connection (false prepares each query afresh;
     /// it does not make PgBouncer's transaction mode work, see the README).
     pub datastore_prepared_statements: bool,
+    /// Bytes of events one watcher may have queued before it is cut off (it lists again).
+    pub watch_queue_bytes: usize,
+    /// Bytes of events queued for all watchers of this server together.
+    pub watch_queue_total_bytes: usize,
     /// Shared secret of the cluster: agents and servers join with it.
     pub token: String,
     /// Address the HTTPS API listens on.
@@ -128,6 +132,8 @@ impl Default for ServerConfig {
             datastore_compact_retain_seconds: datastore.compact_retain_seconds,
             datastore_compact_interval_seconds: datastore.compact_interval_seconds,
             datastore_prepared_statements: datastore.prepared_statements,
+            watch_queue_bytes: datastore.watch_queue_bytes,
+            watch_queue_total_bytes: datastore.watch_queue_total_bytes,
             token: String::new(),
             bind_address: IpAddr::from([0, 0, 0, 0]),
             https_listen_port: 6443,
@@ -176,6 +182,8 @@ impl ServerConfig {
             compact_retain_seconds: self.datastore_compact_retain_seconds,
             compact_interval_seconds: self.datastore_compact_interval_seconds,
             prepared_statements: self.datastore_prepared_statements,
+            watch_queue_bytes: self.watch_queue_bytes,
+            watch_queue_total_bytes: self.watch_queue_total_bytes,
             ..DatastoreConfig::default()
         }
     }
@@ -401,6 +409,14 @@ pub struct ServerFlags {
     #[arg(long, value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datastore_prepared_statements: Option<bool>,
+    /// Bytes of events one watcher may have queued before it is cut off.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_queue_bytes: Option<usize>,
+    /// Bytes of events queued for all watchers of this server together.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_queue_total_bytes: Option<usize>,
     /// Shared secret of the cluster.
     #[arg(long, value_name = "TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -301,6 +301,93 @@ async fn a_broken_file_is_reported_and_does_not_stop_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_out_of_the_directory_huge_files_and_secrets_in_errors_are_refused() {
+    let server = TestServer::start(Engine::Sqlite).await;
+    let dir = manifests(server.data_dir());
+    let config_maps: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
+    let addons = addons(&server.client);
+
+    // A file elsewhere on the host, linked into the directory.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let outside = elsewhere.path().join("outside.yaml");
+    std::fs::write(&outside, config_map("outside", "leaked")).expect("writing the outside file");
+    std::os::unix::fs::symlink(&outside, dir.join("link.yaml")).expect("linking it in");
+    // A broken file whose broken line holds a secret.
+    std::fs::write(
+        dir.join("secretive.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: s\ndb_password: [hunter2, \n",
+    )
+    .expect("writing the secretive manifest");
+    // A file far over the size limit.
+    let huge = format!(
+        "# {}\n{}",
+        "x".repeat(5 * 1024 * 1024),
+        config_map("huge", "no")
+    );
+    std::fs::write(dir.join("huge.yaml"), huge).expect("writing the huge manifest");
+    std::fs::write(dir.join("good.yaml"), config_map("good", "yes")).expect("writing good");
+
+    wait_for("the good file applied", APPLY_WITHIN, || async {
+        (value_of(&config_maps, "good").await.as_deref() == Some("yes")).then_some(())
+    })
+    .await;
+    let error_of = |name: &'static str| {
+        let addons = addons.clone();
+        async move {
+            wait_for(
+                &format!("the error on Addon {name}"),
+                APPLY_WITHIN,
+                || async {
+                    let (_, status) = addon_status(&addons, name).await?;
+                    status["error"]
+                        .as_str()
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_string)
+                },
+            )
+            .await
+        }
+    };
+    let secretive = error_of("secretive").await;
+    assert!(
+        secretive.contains("secretive.yaml: invalid YAML at line"),
+        "{secretive}"
+    );
+    assert!(
+        !secretive.contains("hunter2"),
+        "the error echoes the file: {secretive}"
+    );
+    let huge = error_of("huge").await;
+    assert!(huge.contains("at most 4194304 bytes"), "{huge}");
+
+    let events: Api<Event> = Api::namespaced(server.client.clone(), "kube-system");
+    let listed = events
+        .list(&ListParams::default())
+        .await
+        .expect("listing events");
+    for event in &listed.items {
+        let message = event.message.as_deref().unwrap_or("");
+        assert!(
+            !message.contains("hunter2"),
+            "an Event echoes the file: {message}"
+        );
+    }
+    // Two more scans: the link is never followed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        value_of(&config_maps, "outside").await,
+        None,
+        "the link was followed"
+    );
+    assert!(
+        addon_status(&addons, "link").await.is_none(),
+        "the link became an Addon"
+    );
+    assert_eq!(value_of(&config_maps, "huge").await, None);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_manifests_are_applied() {
     let data_dir = tempfile::tempdir().expect("a data dir");
     let path = data_dir.path().to_path_buf();

@@ -32,6 +32,13 @@ pub struct DatastoreConfig {
     pub write_batch_max: usize,
     /// Events each watcher may have queued before it is cut off as too slow.
     pub watch_queue: usize,
+    /// Bytes of events each watcher may have queued before it is cut off as too slow.
+    pub watch_queue_bytes: usize,
+    /// Bytes of events queued for all of this server's watchers together; past it, a
+    /// watcher that is behind is cut off instead of being handed more.
+    pub watch_queue_total_bytes: usize,
+    /// Bytes of recent events kept in memory (besides their number, `recent_events`).
+    pub recent_events_bytes: usize,
     /// Recent events kept in memory so new watches start without reading the database.
     pub recent_events: usize,
     /// Keep at least this many revisions of history.
@@ -60,6 +67,9 @@ impl Default for DatastoreConfig {
             poll_interval_busy_ms: 5,
             write_batch_max: 256,
             watch_queue: 2048,
+            watch_queue_bytes: 16 * 1024 * 1024,
+            watch_queue_total_bytes: 512 * 1024 * 1024,
+            recent_events_bytes: 64 * 1024 * 1024,
             recent_events: 10_000,
             compact_retain_revisions: 10_000,
             compact_retain_seconds: 300,

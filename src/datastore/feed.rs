@@ -17,8 +17,11 @@
 //! the rest from it and registers for live ones at once; an older one first reads the
 //! database up to the poller's position. The hand-over happens under the feed's lock, so
 //! there is no gap and no duplicate between the phases.
-//! Each watcher has a bounded queue; a watcher that lets it fill is cut off with
-//! [`DatastoreError::WatcherTooSlow`] rather than stalling the others or growing memory.
+//! Each watcher has a bounded queue, in events and in bytes, and the queues of all watchers
+//! together are bounded in bytes too; a watcher that lets its queue fill (or, once the total
+//! is reached, one that is behind at all) is cut off with [`DatastoreError::WatcherTooSlow`]
+//! rather than stalling the others or growing memory. It lists again and resumes. The
+//! window of recent events is bounded in number and in bytes.
 //!
 //! Poller lag (`capstan_datastore_poller_lag_seconds`) is measured per change at fan-out.
 //! The log stores no commit times, so the start is the best instant this server knows:
@@ -26,6 +29,7 @@
 //! for other servers' writes, the moment the poller was woken for the pass that found them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,12 +59,17 @@ enum CloseReason {
 /// Where the feed leaves the reason it closed a watcher's queue.
 type CloseSlot = Arc<Mutex<Option<CloseReason>>>;
 
+/// Bytes of events in one watcher's queue, added by the feed as it sends and taken off by
+/// the watch as it receives.
+type Backlog = Arc<AtomicUsize>;
+
 struct Subscriber {
     range: KeyRange,
     /// Events below this revision were already delivered from the database.
     next_revision: i64,
     queue: mpsc::Sender<Arc<Event>>,
     closed: CloseSlot,
+    backlog: Backlog,
 }
 
 struct FeedState {
@@ -68,6 +77,8 @@ struct FeedState {
     position: i64,
     /// The newest events, in revision order, for watches that start near the head.
     recent: VecDeque<Arc<Event>>,
+    /// What `recent` holds, in [`Event::size`] bytes.
+    recent_bytes: usize,
     subscribers: Vec<Subscriber>,
     /// This server's recent commits not yet delivered, oldest first (for poller lag).
     own_commits: VecDeque<OwnCommit>,
@@ -90,7 +101,12 @@ pub(crate) struct ChangeFeed {
     state: Mutex<FeedState>,
     wake: Notify,
     recent_capacity: usize,
+    recent_bytes_limit: usize,
     watch_queue: usize,
+    watch_queue_bytes: usize,
+    watch_queue_total_bytes: usize,
+    /// Bytes queued for all watchers.
+    queued_total: AtomicUsize,
 }
 
 impl ChangeFeed {
@@ -99,12 +115,17 @@ impl ChangeFeed {
             state: Mutex::new(FeedState {
                 position,
                 recent: VecDeque::new(),
+                recent_bytes: 0,
                 subscribers: Vec::new(),
                 own_commits: VecDeque::new(),
             }),
             wake: Notify::new(),
             recent_capacity: config.recent_events.max(1),
+            recent_bytes_limit: config.recent_events_bytes,
             watch_queue: config.watch_queue.max(1),
+            watch_queue_bytes: config.watch_queue_bytes,
+            watch_queue_total_bytes: config.watch_queue_total_bytes,
+            queued_total: AtomicUsize::new(0),
         }
     }
 
@@ -150,8 +171,22 @@ impl ChangeFeed {
                 if event.revision < sub.next_revision || !sub.range.contains(&event.key) {
                     return !sub.queue.is_closed();
                 }
-                match sub.queue.try_send(event.clone()) {
-                    Ok(()) => true,
+                let size = event.size();
+                let behind = sub.backlog.load(Ordering::Relaxed);
+                let total = self.queued_total.load(Ordering::Relaxed);
+                let over = behind + size > self.watch_queue_bytes.max(size)
+                    || (behind > 0 && total + size > self.watch_queue_total_bytes);
+                let sent = if over {
+                    Err(mpsc::error::TrySendError::Full(event.clone()))
+                } else {
+                    sub.queue.try_send(event.clone())
+                };
+                match sent {
+                    Ok(()) => {
+                        sub.backlog.fetch_add(size, Ordering::Relaxed);
+                        self.queued_total.fetch_add(size, Ordering::Relaxed);
+                        true
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(CloseReason::TooSlow);
@@ -165,9 +200,14 @@ impl ChangeFeed {
             });
             metrics::POLLER_LAG.observe(committed_at.elapsed().as_secs_f64());
             state.position = event.revision;
+            state.recent_bytes += event.size();
             state.recent.push_back(event);
-            if state.recent.len() > self.recent_capacity {
-                state.recent.pop_front();
+            while state.recent.len() > self.recent_capacity
+                || (state.recent.len() > 1 && state.recent_bytes > self.recent_bytes_limit)
+            {
+                if let Some(oldest) = state.recent.pop_front() {
+                    state.recent_bytes -= oldest.size();
+                }
             }
         }
         metrics::FEED_REVISION.set(state.position);
@@ -391,7 +431,7 @@ pub struct Watch {
     /// The last revision handed to the caller.
     delivered: i64,
     pending: VecDeque<Event>,
-    live: Option<(mpsc::Receiver<Arc<Event>>, CloseSlot)>,
+    live: Option<(mpsc::Receiver<Arc<Event>>, CloseSlot, Backlog)>,
     failure: Option<DatastoreError>,
     finished: bool,
 }
@@ -443,9 +483,12 @@ impl Watch {
                 self.finished = true;
                 return Some(Err(error));
             }
-            if let Some((queue, closed)) = self.live.as_mut() {
+            if let Some((queue, closed, backlog)) = self.live.as_mut() {
                 match queue.recv().await {
                     Some(event) => {
+                        let size = event.size();
+                        backlog.fetch_sub(size, Ordering::Relaxed);
+                        self.feed.queued_total.fetch_sub(size, Ordering::Relaxed);
                         self.delivered = event.revision;
                         return Some(Ok(Event::clone(&event)));
                     }
@@ -544,13 +587,15 @@ impl Watch {
         self.scanned = next_revision - 1;
         let (queue, receiver) = mpsc::channel(self.feed.watch_queue);
         let closed = Arc::new(Mutex::new(None));
+        let backlog = Backlog::default();
         state.subscribers.push(Subscriber {
             range: self.range.clone(),
             next_revision,
             queue,
             closed: closed.clone(),
+            backlog: backlog.clone(),
         });
-        self.live = Some((receiver, closed));
+        self.live = Some((receiver, closed, backlog));
         true
     }
 
@@ -565,6 +610,14 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         metrics::WATCHERS_OPEN.dec();
+        // Under the feed's lock, so no send is under way: what is still queued no longer
+        // counts against the total.
+        if let Some((mut queue, _, backlog)) = self.live.take() {
+            let _state = self.feed.lock();
+            queue.close();
+            let left = backlog.swap(0, Ordering::Relaxed);
+            self.feed.queued_total.fetch_sub(left, Ordering::Relaxed);
+        }
     }
 }
 

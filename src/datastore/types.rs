@@ -219,6 +219,14 @@ pub struct Event {
     pub prev_value: Option<Bytes>,
 }
 
+impl Event {
+    /// Roughly what the event holds in memory: what a watcher's queue is bounded by.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = 96;
+        OVERHEAD + self.key.len() + self.value.len() + self.prev_value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 /// A request for one page of a list.
 #[derive(Debug, Clone)]
 pub struct ListRequest {

@@ -9,22 +9,38 @@ use sha2::{Digest, Sha256};
 /// File extensions the deployer applies.
 pub(super) const EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
 
-/// Why a file's content cannot be applied.
-#[derive(Debug, thiserror::Error)]
+/// The largest manifest file read. Bigger files are reported, not read: a file costs several
+/// times its size in memory while it is parsed.
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Why a file's content cannot be applied. Messages name the file and a position, never
+/// the content: a manifest may hold secrets, and these land on the Addon, in an Event and
+/// in the log.
+#[derive(Debug, Clone, thiserror::Error)]
 pub(super) enum ManifestError {
+    /// The file is over [`MAX_MANIFEST_BYTES`].
+    #[error(
+        "{file}: {size} bytes; manifest files may hold at most {MAX_MANIFEST_BYTES} bytes (split it)"
+    )]
+    TooLarge {
+        /// The file name.
+        file: String,
+        /// Its size.
+        size: u64,
+    },
     /// The file is not UTF-8.
     #[error("{file}: not UTF-8 text")]
     NotText {
         /// The file name.
         file: String,
     },
-    /// The YAML or JSON does not parse.
-    #[error("{file}: invalid YAML: {message}")]
+    /// The YAML or JSON does not parse (or is not the shape of objects).
+    #[error("{file}: invalid YAML{at}")]
     Syntax {
         /// The file name.
         file: String,
-        /// The parser's message.
-        message: String,
+        /// Where: ` at line L, column C`, or empty when the parser does not say.
+        at: String,
     },
     /// A document is not a Kubernetes object.
     #[error(
@@ -97,12 +113,18 @@ pub(super) fn objects(file: &str, content: &[u8]) -> Result<Vec<Value>, Manifest
     })?;
     let documents: Vec<Value> = match serde_json::from_str::<Value>(text) {
         Ok(value) => vec![value],
-        Err(_) => {
-            serde_saphyr::from_multiple::<Value>(text).map_err(|e| ManifestError::Syntax {
+        Err(_) => serde_saphyr::from_multiple::<Value>(text).map_err(|e| {
+            // The parser's own message may quote the offending text: only its position is
+            // kept.
+            let at = e
+                .location()
+                .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            ManifestError::Syntax {
                 file: file.to_string(),
-                message: e.to_string(),
-            })?
-        }
+                at,
+            }
+        })?,
     };
     let mut out = Vec::new();
     for (index, document) in documents.into_iter().enumerate() {
@@ -181,6 +203,17 @@ mod tests {
             objects("bad.yaml", b"just: a map\n"),
             Err(ManifestError::NotAnObject { .. })
         ));
+        let leaky = objects(
+            "leaky.yaml",
+            b"apiVersion: v1\ndb_password: hunter2\n  - [\n",
+        )
+        .expect_err("broken YAML");
+        let message = leaky.to_string();
+        assert!(
+            message.starts_with("leaky.yaml: invalid YAML at line "),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod apply;
 mod bundled;
 mod manifest;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -67,6 +67,8 @@ struct FileState {
     checksum: String,
     /// Whether that content is applied.
     applied: bool,
+    /// Whether that content cannot be read or parsed: no retry until the file changes.
+    broken: bool,
     /// Failures of that content in a row.
     failures: u32,
     /// No retry before this.
@@ -86,6 +88,7 @@ pub(super) async fn run(
         registry,
         settings,
         files: HashMap::new(),
+        refused: HashSet::new(),
     };
     loop {
         deployer.remove_disabled().await?;
@@ -99,6 +102,8 @@ struct Deployer {
     registry: Arc<Registry>,
     settings: DeploySettings,
     files: HashMap<String, FileState>,
+    /// Links refused for pointing out of the directory (each is logged once).
+    refused: HashSet<PathBuf>,
 }
 
 impl Deployer {
@@ -119,7 +124,7 @@ impl Deployer {
     }
 
     /// The manifest files of the directory by Addon name, and the names with a `.skip`.
-    fn list_files(&self) -> (BTreeMap<String, PathBuf>, BTreeSet<String>) {
+    fn list_files(&mut self) -> (BTreeMap<String, PathBuf>, BTreeSet<String>) {
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut skipped = BTreeSet::new();
         let mut paths: Vec<PathBuf> = match std::fs::read_dir(&self.settings.dir) {
@@ -132,8 +137,17 @@ impl Deployer {
             }
         };
         paths.sort();
+        let dir = std::fs::canonicalize(&self.settings.dir).ok();
         for path in paths {
             if !manifest::is_manifest(&path) || !path.is_file() {
+                continue;
+            }
+            // A link may point at another file of the directory, never out of it.
+            let target = std::fs::canonicalize(&path).ok();
+            if target.is_none() || target.as_deref().and_then(Path::parent) != dir.as_deref() {
+                if self.refused.insert(path.clone()) {
+                    tracing::warn!(file = %path.display(), "ignoring a manifest link that points outside the manifests directory");
+                }
                 continue;
             }
             let file_name = path
@@ -193,23 +207,34 @@ impl Deployer {
         );
         if let Some(state) = self.files.get(name)
             && state.fingerprint == fingerprint
-            && (state.applied || Instant::now() < state.retry_at)
+            && (state.applied || state.broken || Instant::now() < state.retry_at)
         {
             return Ok(());
         }
-        let content = match std::fs::read(path) {
-            Ok(content) => content,
-            Err(error) => {
-                tracing::warn!(file = %path.display(), %error, "cannot read a manifest file");
-                return Ok(());
+        let content = if metadata.len() > manifest::MAX_MANIFEST_BYTES {
+            Err(manifest::ManifestError::TooLarge {
+                file: file_name(path),
+                size: metadata.len(),
+            })
+        } else {
+            match std::fs::read(path) {
+                Ok(content) => Ok(content),
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot read a manifest file");
+                    return Ok(());
+                }
             }
         };
-        let checksum = manifest::checksum(&content);
+        let checksum = match &content {
+            Ok(content) => manifest::checksum(content),
+            // Not read: its size stands for its content, so a changed file is looked at again.
+            Err(_) => format!("unread-{}", metadata.len()),
+        };
         let previous = addon::get(&self.objects, &self.registry, name).await?;
         match self.files.get_mut(name) {
             Some(state) if state.checksum == checksum => {
                 state.fingerprint = fingerprint;
-                if state.applied || Instant::now() < state.retry_at {
+                if state.applied || state.broken || Instant::now() < state.retry_at {
                     return Ok(());
                 }
             }
@@ -240,18 +265,21 @@ impl Deployer {
         &mut self,
         name: &str,
         path: &Path,
-        content: &[u8],
+        content: &Result<Vec<u8>, manifest::ManifestError>,
         checksum: &str,
         previous: Option<&Value>,
     ) -> Result<(), RegistryError> {
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let before = previous.map(addon::listed_objects).unwrap_or_default();
         let mut applied: Vec<ObjectRef> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
-        match manifest::objects(&file_name, content) {
+        let parsed = match content {
+            Ok(content) => manifest::objects(&file_name(path), content),
+            Err(error) => Err(error.clone()),
+        };
+        // What is wrong with the file itself does not heal by retrying: it waits for the
+        // file to change.
+        let broken = parsed.is_err();
+        match parsed {
             Err(error) => errors.push(error.to_string()),
             Ok(found) => {
                 for object in &found {
@@ -309,6 +337,7 @@ impl Deployer {
                     .saturating_mul(1 << state.failures.min(5))
                     .min(MAX_RETRY);
                 state.applied = false;
+                state.broken = broken;
                 state.failures = state.failures.saturating_add(1);
                 state.retry_at = Instant::now() + delay;
                 tracing::warn!(addon = %name, file = %source, %error, retry_in = ?delay, "cannot apply a manifest");
@@ -326,12 +355,20 @@ impl Deployer {
     }
 }
 
+/// The file name of `path`, as messages show it.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 impl FileState {
     fn new(fingerprint: (SystemTime, u64), checksum: String) -> FileState {
         FileState {
             fingerprint,
             checksum,
             applied: false,
+            broken: false,
             failures: 0,
             retry_at: Instant::now(),
             last_error: None,
