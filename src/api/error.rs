@@ -75,6 +75,9 @@ impl ApiError {
                 RegistryError::TooLargeResourceVersion { .. } => {
                     (StatusCode::GATEWAY_TIMEOUT, "Timeout")
                 }
+                RegistryError::TooLarge(_) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
+                }
                 RegistryError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
                 RegistryError::Unavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")

@@ -25,8 +25,8 @@ use super::managed::{
     write_managed_fields,
 };
 use super::{
-    ApplyError, Conflict, FieldManager, FieldPath, FieldSet, ListType, ObjectType, PathElement,
-    SchemaRef, format_path,
+    ApplyError, Budget, Conflict, FieldManager, FieldPath, FieldSet, ListType, ObjectType,
+    PathElement, SchemaRef, format_path,
 };
 
 /// The manager upstream gives the fields of an object that had none when first applied to.
@@ -116,6 +116,7 @@ pub fn server_side_apply(
         None => entries.push(ManagedEntry::new(manager, APPLY, config_set)),
     }
     write_managed_fields(&mut merged, &entries);
+    Budget::default().check_document(&merged)?;
     Ok(merged)
 }
 

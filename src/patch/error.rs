@@ -40,6 +40,40 @@ pub enum PatchError {
         /// What went wrong.
         reason: String,
     },
+    /// A JSON patch with more operations than allowed (413, as kube-apiserver answers).
+    #[error("The allowed maximum operations in a JSON patch is {limit}, got {count}")]
+    TooManyOperations {
+        /// Operations in the patch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The `copy` operations of a JSON patch copy more than allowed (422).
+    #[error(
+        "JSON patch operation {index} (copy): the copies of this patch add up to {accumulated} bytes, over the {limit}-byte limit"
+    )]
+    CopyLimit {
+        /// The operation that went over.
+        index: usize,
+        /// Bytes copied up to and including it.
+        accumulated: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The document would grow past the size limit (413).
+    #[error("the patched object would be larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Applying the patch takes more work than allowed (422).
+    #[error(
+        "the patch takes more than {limit} steps to apply; send smaller patches, or replace the object with PUT"
+    )]
+    TooExpensive {
+        /// The limit.
+        limit: u64,
+    },
     /// A merge or strategic merge patch is malformed at `path`.
     #[error("invalid patch at {path}: {reason}")]
     InvalidPatch {
@@ -86,6 +120,9 @@ pub enum ApplyError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The result is over the size limit ([`PatchError::TooLarge`]).
+    #[error(transparent)]
+    Limit(#[from] PatchError),
 }
 
 /// One field another manager owns with a different value.

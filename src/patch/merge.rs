@@ -4,6 +4,22 @@
 
 use serde_json::{Map, Value};
 
+use super::budget::size_of;
+use super::{Budget, PatchError};
+
+/// [`merge_patch`] within `budget`: its work is linear in the patch, so only the patch walk
+/// is charged and the result measured.
+pub fn merge_patch_within(
+    target: &Value,
+    patch: &Value,
+    budget: &mut Budget,
+) -> Result<Value, PatchError> {
+    budget.charge(size_of(patch))?;
+    let merged = merge_patch(target, patch);
+    budget.check_document(&merged)?;
+    Ok(merged)
+}
+
 /// Applies an RFC 7386 merge patch to `target`.
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
     let Value::Object(patch) = patch else {

@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{PatchError, SchemaRef};
+use super::{Budget, PatchError, SchemaRef};
 
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
@@ -32,6 +32,17 @@ pub fn strategic_merge_patch(
     patch: &Value,
     schema: SchemaRef<'_>,
 ) -> Result<Value, PatchError> {
+    strategic_merge_patch_within(target, patch, schema, &mut Budget::default())
+}
+
+/// [`strategic_merge_patch`] within `budget`: list merges compare items one by one, so
+/// their comparisons are charged, and the result is measured.
+pub fn strategic_merge_patch_within(
+    target: &Value,
+    patch: &Value,
+    schema: SchemaRef<'_>,
+    budget: &mut Budget,
+) -> Result<Value, PatchError> {
     let Value::Object(patch) = patch else {
         return Err(PatchError::invalid(
             "",
@@ -42,7 +53,10 @@ pub fn strategic_merge_patch(
         Value::Object(target) => target.clone(),
         _ => Map::new(),
     };
-    Ok(Value::Object(merge_map(original, patch, schema, "")?))
+    budget.charge(original.len() + patch.len())?;
+    let merged = Value::Object(merge_map(original, patch, schema, "", budget)?);
+    budget.check_document(&merged)?;
+    Ok(merged)
 }
 
 fn is_directive_key(key: &str) -> bool {
@@ -57,13 +71,15 @@ fn merge_map(
     patch: &Map<String, Value>,
     schema: SchemaRef<'_>,
     path: &str,
+    budget: &mut Budget,
 ) -> Result<Map<String, Value>, PatchError> {
+    budget.charge(patch.len() + 1)?;
     if let Some(directive) = patch.get(DIRECTIVE) {
         match directive.as_str() {
             Some("replace") => {
                 let mut replacement = patch.clone();
                 replacement.remove(DIRECTIVE);
-                return merge_map(Map::new(), &replacement, schema, path);
+                return merge_map(Map::new(), &replacement, schema, path, budget);
             }
             Some("delete") => return Ok(Map::new()),
             Some("merge") => {}
@@ -81,6 +97,7 @@ fn merge_map(
     if let Some(retain) = patch.get(RETAIN_KEYS) {
         let keys = string_list(retain)
             .ok_or_else(|| PatchError::invalid(path, "$retainKeys must be a list of strings"))?;
+        budget.charge(original.len() * keys.len())?;
         original.retain(|key, _| keys.contains(&key.as_str()));
     }
 
@@ -95,6 +112,7 @@ fn merge_map(
             ));
         };
         if let Some(Value::Array(items)) = original.get_mut(field) {
+            budget.charge(items.len() * values.len())?;
             items.retain(|item| !values.contains(item));
         }
     }
@@ -113,20 +131,24 @@ fn merge_map(
             (Some(Value::Object(_)), Value::Object(p))
                 if field_schema.has_patch_strategy("replace") =>
             {
-                Value::Object(merge_map(Map::new(), p, field_schema, &child_path)?)
+                Value::Object(merge_map(Map::new(), p, field_schema, &child_path, budget)?)
             }
             (Some(Value::Object(o)), Value::Object(p)) => {
-                Value::Object(merge_map(o, p, field_schema, &child_path)?)
+                Value::Object(merge_map(o, p, field_schema, &child_path, budget)?)
             }
             (_, Value::Object(p)) => {
-                Value::Object(merge_map(Map::new(), p, field_schema, &child_path)?)
+                Value::Object(merge_map(Map::new(), p, field_schema, &child_path, budget)?)
             }
             (Some(Value::Array(o)), Value::Array(p)) => {
-                Value::Array(merge_list(o, p, field_schema, &child_path)?)
+                Value::Array(merge_list(o, p, field_schema, &child_path, budget)?)
             }
-            (_, Value::Array(p)) => {
-                Value::Array(merge_list(Vec::new(), p, field_schema, &child_path)?)
-            }
+            (_, Value::Array(p)) => Value::Array(merge_list(
+                Vec::new(),
+                p,
+                field_schema,
+                &child_path,
+                budget,
+            )?),
             (_, scalar) => scalar.clone(),
         };
         original.insert(key.clone(), merged);
@@ -144,6 +166,7 @@ fn merge_map(
         };
         let merge_key = schema.field(field).0.patch_merge_key();
         if let Some(Value::Array(items)) = original.get_mut(field) {
+            budget.charge(items.len() * order.len())?;
             reorder(items, order, merge_key);
         }
     }
@@ -155,7 +178,9 @@ fn merge_list(
     patch: &[Value],
     schema: SchemaRef<'_>,
     path: &str,
+    budget: &mut Budget,
 ) -> Result<Vec<Value>, PatchError> {
+    budget.charge(patch.len() + 1)?;
     if !schema.has_patch_strategy("merge") {
         return Ok(patch.to_vec());
     }
@@ -186,10 +211,12 @@ fn merge_list(
 
     for deletion in deletions {
         let (key, key_value) = merge_key_of(deletion, merge_key, path)?;
+        budget.charge(original.len())?;
         original.retain(|item| item.get(key) != Some(key_value));
     }
 
     for item in items {
+        budget.charge(original.len())?;
         let Value::Object(patch_item) = item else {
             if !original.contains(item) {
                 original.push(item.clone());
@@ -207,14 +234,20 @@ fn merge_list(
                     Value::Object(base) => base,
                     _ => Map::new(),
                 };
-                original[position] =
-                    Value::Object(merge_map(base, patch_item, item_schema, &item_path)?);
+                original[position] = Value::Object(merge_map(
+                    base,
+                    patch_item,
+                    item_schema,
+                    &item_path,
+                    budget,
+                )?);
             }
             None => original.push(Value::Object(merge_map(
                 Map::new(),
                 patch_item,
                 item_schema,
                 &item_path,
+                budget,
             )?)),
         }
     }
@@ -507,6 +540,30 @@ mod tests {
             patch_deployment(&live, json!({"$patch": "delete"})).unwrap(),
             json!({})
         );
+    }
+
+    /// Merging two long lists by key compares every pair: the work is charged, and a patch
+    /// that needs too much of it is refused instead of holding a core for minutes.
+    #[test]
+    fn quadratic_list_merges_are_bounded_by_the_step_budget() {
+        let containers = |n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+                .collect()
+        };
+        let target = deployment(json!({"template": {"spec": {"containers": containers(2000)}}}));
+        let patch = json!({"spec": {"template": {"spec": {"containers": containers(2000)}}}});
+        let defs = fixtures::definitions();
+        let schema = SchemaRef::definition(&defs, "io.k8s.api.apps.v1.Deployment");
+        let mut small = Budget::new(1 << 24, 10, 1 << 24, 100_000);
+        let error = strategic_merge_patch_within(&target, &patch, schema, &mut small);
+        assert!(
+            matches!(error, Err(PatchError::TooExpensive { limit: 100_000 })),
+            "{error:?}"
+        );
+        let mut default = Budget::default();
+        strategic_merge_patch_within(&target, &patch, schema, &mut default).unwrap();
+        assert!(default.steps_used() > 2_000_000, "{}", default.steps_used());
     }
 
     #[test]

@@ -453,9 +453,12 @@ pub fn add_cleanup_finalizer(crd: &mut Value) {
 }
 
 /// Kind-specific validation of a written object, the same for the API and the manifest
-/// deployer: custom resources against their structural schema (pruning unknown fields),
+/// deployer: ConfigMaps and Secrets by their data size, custom resources against their structural schema (pruning unknown fields),
 /// CustomResourceDefinitions by the CRD rules (and given their cleanup finalizer).
 pub fn validate_write(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
+    if let Some(cause) = super::validate::check_data_size(kind, object) {
+        return vec![cause];
+    }
     match &kind.schema {
         SchemaSource::Inline(schema) => super::validate_and_prune(schema, object),
         _ if kind.group == CRD_GROUP && kind.resource == "customresourcedefinitions" => {

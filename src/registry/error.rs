@@ -117,12 +117,22 @@ pub enum RegistryError {
         /// The newest revision.
         current: i64,
     },
+    /// The object (or a patch's result) is over a size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The datastore failed; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
     /// The datastore is overloaded or unreachable for now.
     #[error("the datastore is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// kube-apiserver's words for an object over the storage limit.
+fn too_large(size: usize, limit: usize) -> String {
+    format!(
+        "Request entity too large: the object is {size} bytes once stored, over the {limit}-byte limit"
+    )
 }
 
 fn qualified_kind(kind: &str, group: &str) -> String {
@@ -171,6 +181,9 @@ pub fn from_storage(error: StorageError, qualified: &str, name: &str) -> Registr
         StorageError::Undecodable { .. } => RegistryError::Internal(error.to_string()),
         StorageError::InvalidKey { .. } | StorageError::InvalidObject { .. } => {
             RegistryError::BadRequest(error.to_string())
+        }
+        StorageError::TooLarge { size, limit, .. } => {
+            RegistryError::TooLarge(too_large(size, limit))
         }
         StorageError::Datastore(inner) => {
             tracing::error!(error = %inner, "datastore error");

@@ -31,6 +31,46 @@ pub fn name_rule(kind: &ResourceType) -> NameRule {
     }
 }
 
+/// The most bytes of data a ConfigMap or a Secret may hold (upstream's `MaxSecretSize`).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Where a kind keeps data whose total size is capped at [`MAX_DATA_BYTES`], and the field
+/// the error names: a ConfigMap's `data` and `binaryData` (the whole object, `[]`), a
+/// Secret's `data` (decoded) and `stringData`.
+fn data_fields(kind: &ResourceType) -> Option<(&'static [(&'static str, bool)], &'static str)> {
+    match (kind.group.as_str(), kind.kind.as_str()) {
+        ("", "ConfigMap") => Some((&[("data", false), ("binaryData", true)], "[]")),
+        ("", "Secret") => Some((&[("data", true), ("stringData", false)], "data")),
+        _ => None,
+    }
+}
+
+/// The cause when `object` holds more data than its kind allows, as kube-apiserver words
+/// it: `Too long: must have at most 1048576 bytes`.
+pub fn check_data_size(kind: &ResourceType, object: &Value) -> Option<FieldError> {
+    let (fields, error_field) = data_fields(kind)?;
+    let mut total = 0usize;
+    for (field, base64) in fields {
+        let Some(map) = object[*field].as_object() else {
+            continue;
+        };
+        for value in map.values() {
+            let text = value.as_str().unwrap_or("");
+            total += if *base64 {
+                let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
+                (text.len() / 4 * 3 + text.len() % 4 * 3 / 4).saturating_sub(padding)
+            } else {
+                text.len()
+            };
+        }
+    }
+    (total > MAX_DATA_BYTES).then(|| FieldError {
+        field: error_field.to_string(),
+        cause: "FieldValueTooLong",
+        message: format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
+    })
+}
+
 /// Why `name` breaks `rule`, if it does.
 pub fn check_name(rule: NameRule, name: &str) -> Option<String> {
     match rule {

@@ -51,6 +51,16 @@ pub enum StorageError {
         /// The latest committed revision.
         current: i64,
     },
+    /// The encoded object is larger than the datastore stores (413).
+    #[error("{key} would be {size} bytes once stored, over the {limit}-byte limit")]
+    TooLarge {
+        /// The object's key.
+        key: String,
+        /// Its encoded size.
+        size: usize,
+        /// The datastore's limit.
+        limit: usize,
+    },
     /// Stored bytes do not decode into an object (written by something else, or by an older
     /// Capstan that accepted what it can no longer read). Lists and watches skip such rows
     /// and report them; a delete removes them.

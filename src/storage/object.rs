@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 
 use super::error::{Result, StorageError};
+use crate::datastore::MAX_VALUE_BYTES;
 
 /// The deepest nesting of arrays and objects a stored object may have, counting what the
 /// server adds (`metadata.managedFields` repeats the object's shape a few levels down).
@@ -56,10 +57,18 @@ pub(crate) fn encode(key: &str, object: &mut Value) -> Result<Vec<u8>> {
             ),
         });
     }
-    serde_json::to_vec(object).map_err(|error| StorageError::InvalidObject {
+    let bytes = serde_json::to_vec(object).map_err(|error| StorageError::InvalidObject {
         key: key.to_string(),
         reason: format!("cannot be serialised: {error}"),
-    })
+    })?;
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(StorageError::TooLarge {
+            key: key.to_string(),
+            size: bytes.len(),
+            limit: MAX_VALUE_BYTES,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Stored bytes as an object carrying `revision` as its resourceVersion.

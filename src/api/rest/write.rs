@@ -16,8 +16,8 @@ use crate::api::body::{
 };
 use crate::api::error::ApiError;
 use crate::patch::{
-    ApplyError, FieldManager, PatchError, json_patch, merge_patch, record_update,
-    server_side_apply, strategic_merge_patch,
+    ApplyError, Budget, FieldManager, PatchError, json_patch_within, merge_patch_within,
+    record_update, server_side_apply, strategic_merge_patch_within,
 };
 use crate::registry::{
     DeleteOptions, DeleteOutcome, FieldError, Part, RegistryError, ResourceType, WriteOptions,
@@ -195,7 +195,12 @@ pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Respons
 
 fn patch_failed(error: PatchError) -> RegistryError {
     match error {
-        PatchError::TestFailed { .. } => RegistryError::Invalid {
+        PatchError::TooManyOperations { .. } | PatchError::TooLarge { .. } => {
+            RegistryError::TooLarge(error.to_string())
+        }
+        PatchError::TestFailed { .. }
+        | PatchError::CopyLimit { .. }
+        | PatchError::TooExpensive { .. } => RegistryError::Invalid {
             kind: String::new(),
             group_suffix: String::new(),
             name: String::new(),
@@ -210,9 +215,10 @@ fn patch_failed(error: PatchError) -> RegistryError {
 }
 
 fn apply_failed(error: ApplyError) -> RegistryError {
-    match &error {
+    let message = error.to_string();
+    match error {
         ApplyError::Conflicts(conflicts) => RegistryError::ApplyConflict {
-            message: error.to_string(),
+            message,
             causes: conflicts
                 .iter()
                 .map(|c| FieldError {
@@ -222,7 +228,8 @@ fn apply_failed(error: ApplyError) -> RegistryError {
                 })
                 .collect(),
         },
-        ApplyError::InvalidConfiguration { .. } => RegistryError::BadRequest(error.to_string()),
+        ApplyError::InvalidConfiguration { .. } => RegistryError::BadRequest(message),
+        ApplyError::Limit(inner) => patch_failed(inner),
     }
 }
 
@@ -236,11 +243,15 @@ fn patched(
     force: bool,
 ) -> Result<Value, RegistryError> {
     let object_type = kind.object_type();
+    let mut budget = Budget::default();
     let mut next = match patch_type {
-        PatchType::Json => json_patch(current, patch).map_err(patch_failed)?,
-        PatchType::Merge => merge_patch(current, patch),
+        PatchType::Json => json_patch_within(current, patch, &mut budget).map_err(patch_failed)?,
+        PatchType::Merge => {
+            merge_patch_within(current, patch, &mut budget).map_err(patch_failed)?
+        }
         PatchType::Strategic => {
-            strategic_merge_patch(current, patch, object_type.schema).map_err(patch_failed)?
+            strategic_merge_patch_within(current, patch, object_type.schema, &mut budget)
+                .map_err(patch_failed)?
         }
         PatchType::Apply => {
             return server_side_apply(Some(current), patch, manager, force, object_type)
@@ -297,6 +308,10 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
             |current| {
                 let mut next = patched(&kind, current, &patch, patch_type, &manager, force)?;
                 warnings = check_unknown_fields(&kind, call.query.field_validation, &mut next)?;
+                let causes = crate::registry::validate_write(&kind, &mut next);
+                if !causes.is_empty() {
+                    return Err(crate::registry::invalid(&kind, &next, causes));
+                }
                 // The current resourceVersion came along with the object: only a version the
                 // patch itself sets is a precondition.
                 if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
