@@ -41,6 +41,21 @@ pub fn server_side_apply(
     force: bool,
     object_type: ObjectType<'_>,
 ) -> Result<Value, ApplyError> {
+    let mut budget = Budget::default();
+    server_side_apply_within(live, config, manager, force, object_type, &mut budget)
+}
+
+/// [`server_side_apply`] within `budget`: the configuration's walk is charged and the
+/// result, managed fields included, measured.
+pub fn server_side_apply_within(
+    live: Option<&Value>,
+    config: &Value,
+    manager: &FieldManager,
+    force: bool,
+    object_type: ObjectType<'_>,
+    budget: &mut Budget,
+) -> Result<Value, ApplyError> {
+    budget.charge(super::budget::size_of(config))?;
     if !config.is_object() {
         return Err(ApplyError::InvalidConfiguration {
             reason: "the configuration must be a JSON object".to_owned(),
@@ -116,7 +131,7 @@ pub fn server_side_apply(
         None => entries.push(ManagedEntry::new(manager, APPLY, config_set)),
     }
     write_managed_fields(&mut merged, &entries);
-    Budget::default().check_document(&merged)?;
+    budget.check_document(&merged)?;
     Ok(merged)
 }
 

@@ -23,7 +23,7 @@ mod merge;
 mod schema;
 mod strategic;
 
-pub use apply::{BEFORE_FIRST_APPLY, server_side_apply};
+pub use apply::{BEFORE_FIRST_APPLY, server_side_apply, server_side_apply_within};
 pub use budget::{
     Budget, MAX_COPY_BYTES, MAX_DOCUMENT_BYTES, MAX_JSON_PATCH_OPERATIONS, MAX_STEPS, size_of,
     size_within,
