@@ -173,7 +173,7 @@ fn empty() -> RequestBody {
 /// A body that sends `{` and then nothing, never ending.
 fn never_finishing() -> RequestBody {
     let first = futures::stream::once(async { Ok(Frame::data(Bytes::from_static(b"{"))) });
-    StreamBody::new(first.chain(futures::stream::pending())).boxed()
+    http_body_util::BodyExt::boxed(StreamBody::new(first.chain(futures::stream::pending())))
 }
 
 fn get(path: &str) -> hyper::Request<RequestBody> {
@@ -205,11 +205,11 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     let admin = admin_client(&server).await;
     let baseline = rss_bytes(server.pid());
     let before = snapshot(&admin, &["/api/v1/namespaces/default/configmaps"]).await;
-    let anonymous_h1 = tls_config(server, Credentials::Anonymous, &[]);
-    let anonymous_h2 = tls_config(server, Credentials::Anonymous, &[b"h2"]);
+    let anonymous_h1 = tls_config(&server, Credentials::Anonymous, &[]);
+    let anonymous_h2 = tls_config(&server, Credentials::Anonymous, &[b"h2"]);
 
     let no_handshake = async {
-        let mut tcp = tcp_from(server, Ipv4Addr::LOCALHOST).await;
+        let mut tcp = tcp_from(&server, Ipv4Addr::LOCALHOST).await;
         let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
         assert_closed_within(
             "a connection that never starts TLS",
@@ -219,7 +219,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let trickling_headers = async {
-        let stream = tls(server, anonymous_h1.clone()).await;
+        let stream = tls(&server, anonymous_h1.clone()).await;
         let (mut reader, mut writer) = tokio::io::split(stream);
         let head = b"GET /livez HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
         let trickle = async {
@@ -247,7 +247,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let silent_http1 = async {
-        let mut stream = tls(server, anonymous_h1.clone()).await;
+        let mut stream = tls(&server, anonymous_h1.clone()).await;
         let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
         assert_closed_within(
             "HTTP/1.1 without a request",
@@ -257,7 +257,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let silent_http2 = async {
-        let mut stream = tls(server, anonymous_h2.clone()).await;
+        let mut stream = tls(&server, anonymous_h2.clone()).await;
         let (_, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
         assert_closed_within(
             "HTTP/2 without a request",
@@ -267,7 +267,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let keep_alive_http1 = async {
-        let mut stream = tls(server, anonymous_h1.clone()).await;
+        let mut stream = tls(&server, anonymous_h1.clone()).await;
         stream
             .write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
@@ -293,7 +293,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let idle_http2 = async {
-        let (mut sender, driver) = h2(server, Credentials::Anonymous).await;
+        let (mut sender, driver) = h2(&server, Credentials::Anonymous).await;
         let response = sender.send_request(get("/livez")).await.expect("an answer");
         assert_eq!(response.status(), 200);
         let _ = response.into_body().collect().await;
@@ -310,7 +310,7 @@ async fn slow_and_idle_connections_are_closed_by_their_timeouts_and_watches_are_
     };
 
     let watch_outlives_idle = async {
-        let (mut sender, driver) = h2(server, Credentials::Admin).await;
+        let (mut sender, driver) = h2(&server, Credentials::Admin).await;
         let response = sender
             .send_request(get("/api/v1/namespaces/kube-public/configmaps?watch=true&fieldSelector=metadata.name%3Dlate"))
             .await

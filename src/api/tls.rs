@@ -269,10 +269,12 @@ where
 }
 
 /// Runs `connection` until it ends; when `idle` fires or `shutdown` is cancelled, lets the
-/// requests in flight finish and closes it (an idle one within [`CLOSE_GRACE`]).
+/// requests in flight finish and closes it. An idle connection that carried requests is
+/// told so (HTTP/2 GOAWAY) and given [`CLOSE_GRACE`]; one that never did (an HTTP/2 peer
+/// may not even have sent its preface) is dropped at once.
 async fn drive(
     connection: impl ServerConnection,
-    idle: impl Future<Output = ()>,
+    idle: impl Future<Output = Used>,
     remote: SocketAddr,
     shutdown: CancellationToken,
 ) {
@@ -283,10 +285,12 @@ async fn drive(
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }
         }
-        () = idle => {
+        used = idle => {
             tracing::debug!(%remote, "closing an idle connection");
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+            if used == Used::Yes {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+            }
         }
         () = shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
@@ -313,17 +317,19 @@ impl Drop for RequestInFlight {
 
 /// Resolves once the connection has had no request in flight for `idle_timeout`, or for
 /// `first_request` before its first request; never while a request (or watch) is open.
+/// Says whether the connection ever carried a request.
 async fn idle(
     mut in_flight: tokio::sync::watch::Receiver<usize>,
     first_request: Option<Duration>,
     idle_timeout: Option<Duration>,
-) {
+) -> Used {
     let mut limit = first_request;
+    let mut used = Used::Never;
     loop {
         let quiet = *in_flight.borrow_and_update() == 0;
         let changed = match limit {
             Some(limit) if quiet => tokio::select! {
-                () = tokio::time::sleep(limit) => return,
+                () = tokio::time::sleep(limit) => return used,
                 changed = in_flight.changed() => changed,
             },
             _ => in_flight.changed().await,
@@ -333,5 +339,13 @@ async fn idle(
             return std::future::pending().await;
         }
         limit = idle_timeout;
+        used = Used::Yes;
     }
+}
+
+/// Whether a connection ever carried a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Used {
+    Never,
+    Yes,
 }
