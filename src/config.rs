@@ -86,8 +86,34 @@ pub struct ServerConfig {
     pub bind_address: IpAddr,
     /// Port of the HTTPS API.
     pub https_listen_port: u16,
-    /// Requests served at once (watches excluded); more get 429 with Retry-After.
+    /// Read-only requests (get, list, discovery) served at once, watches and health checks
+    /// excluded; more get 429 with Retry-After (kube-apiserver's flag and default).
     pub max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once; more get 429. A
+    /// request is counted once its body has arrived, so a slow body holds no slot.
+    pub max_mutating_requests_inflight: usize,
+    /// Seconds a client may take to finish the TLS handshake (0: no limit).
+    pub tls_handshake_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's headers, counted from when the
+    /// connection waits for them: after the handshake and, on HTTP/1.1, between keep-alive
+    /// requests. On HTTP/2 the first request must start within it (0: no limit).
+    pub request_header_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
+    /// HTTP/2 with no open stream) before it is closed; a watch keeps its connection open
+    /// (0: no limit).
+    pub idle_connection_timeout_seconds: u64,
+    /// Seconds a request body may take to arrive; a slower one is answered 408 and its
+    /// connection closed (0: no limit).
+    pub request_body_timeout_seconds: u64,
+    /// Connections open at once; more are closed as soon as they are accepted. Lowered at
+    /// start-up to fit the open-files limit (RLIMIT_NOFILE) with room for the datastore.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP address (0: no per-client limit). Behind
+    /// a TCP load balancer that does not keep client addresses, every client shares the
+    /// balancer's address: raise this or set it to 0.
+    pub max_connections_per_client: usize,
+    /// Concurrent streams (requests and watches) on one HTTP/2 connection.
+    pub http2_max_streams_per_connection: u32,
     /// Address other servers and agents use to reach this server (default: a local address).
     pub advertise_address: Option<IpAddr>,
     /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
@@ -138,6 +164,14 @@ impl Default for ServerConfig {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             https_listen_port: 6443,
             max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            tls_handshake_timeout_seconds: 10,
+            request_header_timeout_seconds: 10,
+            idle_connection_timeout_seconds: 90,
+            request_body_timeout_seconds: 60,
+            max_connections: 4096,
+            max_connections_per_client: 1024,
+            http2_max_streams_per_connection: 250,
             advertise_address: None,
             tls_san: Vec::new(),
             write_kubeconfig: None,
@@ -429,10 +463,45 @@ pub struct ServerFlags {
     #[arg(long, value_name = "PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub https_listen_port: Option<u16>,
-    /// Requests served at once, watches excluded; more get 429 [default: 400].
+    /// Read-only requests served at once, watches excluded; more get 429 [default: 400].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests_inflight: Option<usize>,
+    /// Mutating requests served at once, counted once their body arrived; more get 429
+    /// [default: 200].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_mutating_requests_inflight: Option<usize>,
+    /// Seconds a client may take to finish the TLS handshake, 0 for no limit [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_timeout_seconds: Option<u64>,
+    /// Seconds a client may take to send a request's headers (also the HTTP/1.1 wait
+    /// between requests), 0 for no limit [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_header_timeout_seconds: Option<u64>,
+    /// Seconds a connection may stay open with no request in flight, 0 for no limit
+    /// [default: 90].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_connection_timeout_seconds: Option<u64>,
+    /// Seconds a request body may take to arrive before 408, 0 for no limit [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_timeout_seconds: Option<u64>,
+    /// Connections open at once, lowered to fit the open-files limit [default: 4096].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client IP, 0 for no limit [default: 1024].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    /// Concurrent streams on one HTTP/2 connection [default: 250].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2_max_streams_per_connection: Option<u32>,
     /// Address other servers and agents use to reach this server.
     #[arg(long, value_name = "IP")]
     #[serde(skip_serializing_if = "Option::is_none")]

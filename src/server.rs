@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::api::connections::{self, ConnectionLimits};
 use crate::api::{self, ApiState, tls::TlsError};
 use crate::cluster::leader;
 use crate::cluster::membership::{self, Membership, ServerRecord};
@@ -217,6 +218,21 @@ fn serving_names(config: &ServerConfig, node_name: &str) -> Vec<String> {
     names
 }
 
+/// The listener's limits from `config`, the connection cap fitted to the open-files limit.
+fn connection_limits(config: &ServerConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        handshake_timeout: connections::seconds(config.tls_handshake_timeout_seconds),
+        header_timeout: connections::seconds(config.request_header_timeout_seconds),
+        idle_timeout: connections::seconds(config.idle_connection_timeout_seconds),
+        max_connections: connections::fit_open_files_limit(
+            config.max_connections,
+            connections::open_files_limit(),
+        ),
+        max_connections_per_client: config.max_connections_per_client,
+        http2_max_streams: config.http2_max_streams_per_connection.max(1),
+    }
+}
+
 /// Starts the Kubernetes API and the controllers on `tasks`.
 async fn serve_api(
     config: &ServerConfig,
@@ -322,13 +338,18 @@ async fn serve_api(
         secrets.bearer_tokens(),
         advertised,
         shutdown.clone(),
-        config.max_requests_inflight,
+        api::RequestLimits {
+            max_requests_inflight: config.max_requests_inflight,
+            max_mutating_requests_inflight: config.max_mutating_requests_inflight,
+            body_timeout: connections::seconds(config.request_body_timeout_seconds),
+        },
     ));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     tasks.spawn(api::tls::serve(
         listener,
         tls,
         join::router(join).merge(api::router(state)),
+        connection_limits(config),
         shutdown.clone(),
         std::time::Duration::from_secs(10),
     ));

@@ -712,7 +712,10 @@ async fn peer_list_changes_reach_connected_agents() {
         vec!["s3cret".to_string()],
         me.address.clone(),
         shutdown.clone(),
-        100,
+        capstan::api::RequestLimits {
+            max_requests_inflight: 100,
+            ..capstan::api::RequestLimits::default()
+        },
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -40,6 +40,11 @@ pub enum ApiError {
     /// Over the max-in-flight limit.
     #[error("too many requests have been sent to the server; please wait and try again later")]
     TooManyRequests,
+    /// The request body did not arrive within the body timeout.
+    #[error(
+        "the request body did not arrive within {0}s (--request-body-timeout-seconds); send it again at a steady pace"
+    )]
+    BodyTimeout(u64),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -91,6 +96,7 @@ impl ApiError {
             }
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "Timeout"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),

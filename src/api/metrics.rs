@@ -47,7 +47,7 @@ static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "capstan_apiserver_requests_in_flight",
-        "API requests being served now, watches excluded (what the max-in-flight limit counts)."
+        "API requests being served now, watches excluded (health checks and requests whose body is still arriving included; the max-in-flight limits count neither)."
     )
     .expect("api metric names are registered once")
 });

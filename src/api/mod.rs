@@ -3,9 +3,16 @@
 //! for all kinds (`rest.rs`, `watch.rs`), and cross-cutting concerns (authentication,
 //! max-in-flight) are layers around it. Every request is measured once, in [`dispatch`],
 //! from the parsed route (`metrics.rs`).
+//!
+//! Max-in-flight follows kube-apiserver: two budgets, one for read-only requests and one
+//! for mutating ones, watches and health checks outside both (a full server still answers
+//! `/readyz`). A request's body is read before it takes a slot, within the body timeout
+//! and the size limit, so clients trickling bodies in hold no slot; connection-level limits
+//! (caps, handshake, header and idle timeouts) are the listener's (`connections.rs`).
 
 pub mod auth;
 pub mod body;
+pub mod connections;
 pub mod discovery;
 pub mod error;
 pub mod metrics;
@@ -20,6 +27,7 @@ mod validation;
 mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -48,10 +56,35 @@ pub struct ApiState {
     pub server_address: String,
     /// Cancelled at shutdown: watches end.
     pub shutdown: CancellationToken,
-    /// The max-in-flight budget: requests served at once (watches excluded, they are
+    /// The max-in-flight budget of read-only requests (watches excluded, they are
     /// long-running), over which the server answers 429 with Retry-After, as
     /// kube-apiserver's max-in-flight filter does.
     pub in_flight: Semaphore,
+    /// The max-in-flight budget of mutating requests.
+    pub mutating_in_flight: Semaphore,
+    /// How long a request body may take to arrive (`None`: no limit).
+    pub body_timeout: Option<Duration>,
+}
+
+/// The request-level limits (the server flags of the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// `--max-requests-inflight`: read-only requests served at once.
+    pub max_requests_inflight: usize,
+    /// `--max-mutating-requests-inflight`: mutating requests served at once.
+    pub max_mutating_requests_inflight: usize,
+    /// `--request-body-timeout-seconds`; `None` for no limit.
+    pub body_timeout: Option<Duration>,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
+            body_timeout: Some(Duration::from_secs(60)),
+        }
+    }
 }
 
 impl ApiState {
@@ -62,7 +95,7 @@ impl ApiState {
         tokens: Vec<String>,
         server_address: String,
         shutdown: CancellationToken,
-        max_in_flight: usize,
+        limits: RequestLimits,
     ) -> ApiState {
         ApiState {
             objects,
@@ -70,7 +103,9 @@ impl ApiState {
             tokens,
             server_address,
             shutdown,
-            in_flight: Semaphore::new(max_in_flight.max(1)),
+            in_flight: Semaphore::new(limits.max_requests_inflight.max(1)),
+            mutating_in_flight: Semaphore::new(limits.max_mutating_requests_inflight.max(1)),
+            body_timeout: limits.body_timeout,
         }
     }
 }
@@ -92,10 +127,34 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     let route = path::parse(request.uri().path(), &catalog);
     let long_running = matches!(&route, Route::Resource(_)) && watch::is_watch(&request, &route);
     let timer = metrics::RequestLabels::new(request.method(), &route, long_running).start();
+    if let Route::Health(check) = route {
+        // Outside max-in-flight: a busy server must still say whether it is alive.
+        let response = health(&state, check).await;
+        timer.finish(response.status());
+        return response;
+    }
+    let method = request.method().clone();
+    let mutating = is_mutating(&method);
+    let request = if mutating {
+        match read_body_first(&state, request).await {
+            Ok(request) => request,
+            Err(response) => {
+                timer.finish(response.status());
+                return response;
+            }
+        }
+    } else {
+        request
+    };
+    let budget = if mutating {
+        &state.mutating_in_flight
+    } else {
+        &state.in_flight
+    };
     let _permit = if long_running {
         None
     } else {
-        match state.in_flight.try_acquire() {
+        match budget.try_acquire() {
             Ok(permit) => Some(permit),
             Err(_) => {
                 let response = ApiError::TooManyRequests.into_response();
@@ -104,10 +163,8 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
             }
         }
     };
-    let method = request.method().clone();
     let result = match route {
         Route::Resource(target) => rest::handle(state.clone(), target, request).await,
-        Route::Health(check) => Ok(health(&state, check).await),
         _ if method != Method::GET => Err(ApiError::MethodNotAllowed),
         Route::Version => Ok(json_response(&version())),
         Route::Metrics => Ok(metrics()),
@@ -117,6 +174,40 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     let response = result.unwrap_or_else(IntoResponse::into_response);
     timer.finish(response.status());
     response
+}
+
+/// Whether kube-apiserver counts a request with `method` against the mutating budget.
+fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// `request` with its body read in full (within the body timeout and the size limit), so
+/// the handler after it neither waits for the client nor holds a slot while it does. A body
+/// too slow is answered 408, and an HTTP/1.1 connection is closed: what is left of the body
+/// may still be on its way.
+async fn read_body_first(state: &ApiState, request: Request) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let read = body::read_body(&parts.headers, body);
+    let read = match state.body_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| timeout),
+        None => Ok(read.await),
+    };
+    match read {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(error)) => Err(error.into_response()),
+        Err(timeout) => {
+            let mut response = ApiError::BodyTimeout(timeout.as_secs()).into_response();
+            if parts.version < axum::http::Version::HTTP_2 {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            Err(response)
+        }
+    }
 }
 
 fn json_response(value: &serde_json::Value) -> Response {
