@@ -88,6 +88,12 @@ pub struct ServerConfig {
     pub https_listen_port: u16,
     /// Requests served at once (watches excluded); more get 429 with Retry-After.
     pub max_requests_inflight: usize,
+    /// Agent registrations accepted per second from one source address (IPv6: per /64);
+    /// more get 429 with Retry-After. 0 turns the limit off.
+    pub registration_rate: u32,
+    /// Agent registrations one source address may make at once before
+    /// `registration-rate` applies.
+    pub registration_burst: u32,
     /// Address other servers and agents use to reach this server (default: a local address).
     pub advertise_address: Option<IpAddr>,
     /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
@@ -138,6 +144,8 @@ impl Default for ServerConfig {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             https_listen_port: 6443,
             max_requests_inflight: 400,
+            registration_rate: 5,
+            registration_burst: 20,
             advertise_address: None,
             tls_san: Vec::new(),
             write_kubeconfig: None,
@@ -433,6 +441,15 @@ pub struct ServerFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests_inflight: Option<usize>,
+    /// Agent registrations per second from one source address; 0 turns the limit off
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_rate: Option<u32>,
+    /// Agent registrations one source address may make at once [default: 20].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_burst: Option<u32>,
     /// Address other servers and agents use to reach this server.
     #[arg(long, value_name = "IP")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -223,7 +223,10 @@ impl Event {
     /// Roughly what the event holds in memory: what a watcher's queue is bounded by.
     pub fn size(&self) -> usize {
         const OVERHEAD: usize = 96;
-        OVERHEAD + self.key.len() + self.value.len() + self.prev_value.as_ref().map_or(0, Bytes::len)
+        OVERHEAD
+            + self.key.len()
+            + self.value.len()
+            + self.prev_value.as_ref().map_or(0, Bytes::len)
     }
 }
 
