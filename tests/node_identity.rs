@@ -201,6 +201,25 @@ async fn eventually<T>(
     }
 }
 
+/// Waits until the bundled RBAC manifests are applied: they land in the stored state the
+/// tests snapshot, in the background after the server starts.
+async fn bundled_rbac_applied(admin: &Client) {
+    eventually("the bundled RBAC manifests", Duration::from_secs(30), async || {
+        let (binding, _) = send(
+            admin,
+            get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/capstan:node"),
+        )
+        .await;
+        let (lease_binding, _) = send(
+            admin,
+            get("/apis/rbac.authorization.k8s.io/v1/namespaces/kube-node-lease/rolebindings/capstan:node-lease"),
+        )
+        .await;
+        (binding == 200 && lease_binding == 200).then_some(())
+    })
+    .await;
+}
+
 fn assert_forbidden(what: &str, (code, body): &(u16, Value), message: &str) {
     assert_eq!(*code, 403, "{what}: {body}");
     assert_eq!(body["kind"], "Status", "{what}: {body}");
@@ -218,6 +237,7 @@ async fn the_join_token_is_not_an_api_credential() {
     let dir = tempfile::tempdir().expect("a data dir");
     let mut server = Server::start(dir.path(), "token-test");
     let admin = admin_client(&server).await;
+    bundled_rbac_applied(&admin).await;
     let anonymous = anonymous_client(&server).await;
     let baseline = rss_bytes(server.pid());
     let before = snapshot(&admin, STORED).await;
@@ -286,6 +306,7 @@ async fn a_node_certificate_does_what_a_kubelet_does_and_nothing_more() {
     let dir = tempfile::tempdir().expect("a data dir");
     let mut server = Server::start(dir.path(), "kubelet-test");
     let admin = admin_client(&server).await;
+    bundled_rbac_applied(&admin).await;
     let baseline = rss_bytes(server.pid());
     let cert = register(&server, &full_token(dir.path()), "worker-a").await;
     let node = client_with(&server, &cert).await;
@@ -543,6 +564,7 @@ async fn node_certificates_of_a_rotated_token_are_refused() {
     let dir = tempfile::tempdir().expect("a data dir");
     let mut server = Server::start_with(dir.path(), "rotation-test", &["--token", "old-secret"]);
     let admin = admin_client(&server).await;
+    bundled_rbac_applied(&admin).await;
     let old_full = full_token(dir.path());
     let old_cert = register(&server, &old_full, "worker-r").await;
     let old_node = client_with(&server, &old_cert).await;
@@ -608,6 +630,7 @@ async fn rapid_registrations_from_one_address_are_throttled_and_store_nothing() 
     let mut server = Server::start(dir.path(), "throttle-test");
     let server_ref = &server;
     let admin = admin_client(&server).await;
+    bundled_rbac_applied(&admin).await;
     let baseline = rss_bytes(server.pid());
     let before = snapshot(&admin, STORED).await;
     let token = full_token(dir.path());
