@@ -114,6 +114,12 @@ pub struct ServerConfig {
     pub max_connections_per_client: usize,
     /// Concurrent streams (requests and watches) on one HTTP/2 connection.
     pub http2_max_streams_per_connection: u32,
+    /// Agent registrations accepted per second from one source address (IPv6: per /64);
+    /// more get 429 with Retry-After. 0 turns the limit off.
+    pub registration_rate: u32,
+    /// Agent registrations one source address may make at once before
+    /// `registration-rate` applies.
+    pub registration_burst: u32,
     /// Address other servers and agents use to reach this server (default: a local address).
     pub advertise_address: Option<IpAddr>,
     /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
@@ -172,6 +178,8 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_connections_per_client: 1024,
             http2_max_streams_per_connection: 250,
+            registration_rate: 5,
+            registration_burst: 20,
             advertise_address: None,
             tls_san: Vec::new(),
             write_kubeconfig: None,
@@ -502,6 +510,15 @@ pub struct ServerFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http2_max_streams_per_connection: Option<u32>,
+    /// Agent registrations per second from one source address; 0 turns the limit off
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_rate: Option<u32>,
+    /// Agent registrations one source address may make at once [default: 20].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_burst: Option<u32>,
     /// Address other servers and agents use to reach this server.
     #[arg(long, value_name = "IP")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -290,6 +290,12 @@ async fn serve_api(
         node_name,
         SocketAddr::new(own_ip, config.https_listen_port),
     );
+    let current_generation = token::follow_token_generation(
+        store.clone(),
+        secrets.token_generation,
+        tasks,
+        shutdown.clone(),
+    );
     let membership = Membership::start(store, own, leading.clone(), tasks, shutdown.clone());
     let manifests = controllers::deploy::manifests_dir(&config.data_dir);
     if let Err(error) = controllers::deploy::write_bundled(&manifests, &config.disable) {
@@ -320,6 +326,10 @@ async fn serve_api(
         registry: registry.clone(),
         secret: secrets.token.secret.clone(),
         ca: pki.ca.clone(),
+        token_generation: secrets.token_generation,
+        current_generation: current_generation.clone(),
+        registrations_per_second: config.registration_rate,
+        registration_burst: config.registration_burst,
         server_id: holder.to_string(),
         server_address: advertised.clone(),
         peers,
@@ -335,7 +345,7 @@ async fn serve_api(
     let state = Arc::new(ApiState::new(
         objects,
         registry,
-        secrets.bearer_tokens(),
+        current_generation,
         advertised,
         shutdown.clone(),
         api::RequestLimits {

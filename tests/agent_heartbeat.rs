@@ -39,6 +39,7 @@ async fn heartbeats_register_a_ready_node_and_renew_its_lease() {
         internal_ip: Some("127.0.0.9".parse().expect("ip")),
     });
     let shutdown = CancellationToken::new();
+    let (_kubeconfig_tx, kubeconfig) = watch::channel(kubeconfig);
     let beating = tokio::spawn(heartbeat::run(kubeconfig, facts, shutdown.clone()));
 
     let nodes: Api<Node> = Api::all(server.client.clone());

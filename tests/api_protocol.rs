@@ -87,9 +87,29 @@ async fn protobuf_is_answered_when_asked_first_and_yaml_bodies_are_read() {
     );
 }
 
-/// One raw HTTP/1.1 request over its own TLS connection, authenticated with the cluster
-/// token: no client library in between that could retry a 429 on its own.
-async fn raw_get(server: &Server, token: &str, path: &str) -> String {
+/// The admin client certificate and key (PEM) of the server's kubeconfig.
+fn admin_identity(server: &Server) -> (Vec<u8>, Vec<u8>) {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
+    let parsed: serde_json::Value = serde_saphyr::from_str(&text).expect("the kubeconfig is YAML");
+    let decode = |pointer: &str| {
+        let data = parsed
+            .pointer(pointer)
+            .and_then(|value| value.as_str())
+            .expect("the kubeconfig carries the admin certificate");
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PEM")
+    };
+    (
+        decode("/users/0/user/client-certificate-data"),
+        decode("/users/0/user/client-key-data"),
+    )
+}
+
+/// One raw HTTP/1.1 request over its own TLS connection, authenticated with the admin
+/// client certificate: no client library in between that could retry a 429 on its own.
+async fn raw_get(server: &Server, path: &str) -> String {
     use rustls_pki_types::pem::PemObject as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let ca_pem = std::fs::read(
@@ -105,18 +125,22 @@ async fn raw_get(server: &Server, token: &str, path: &str) -> String {
             .add(cert.expect("a PEM certificate"))
             .expect("a CA certificate");
     }
+    let (cert_pem, key_pem) = admin_identity(server);
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the admin certificate parses");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem).expect("the admin key");
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_client_auth_cert(chain, key)
+        .expect("a client identity");
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("the server listens");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("a DNS name");
     let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes())
         .await
         .expect("request sent");
@@ -134,13 +158,9 @@ async fn requests_over_the_in_flight_limit_get_429_with_retry_after() {
         "inflight-test",
         &["--max-requests-inflight", "1"],
     );
-    let token = std::fs::read_to_string(data_dir.path().join("server").join("token"))
-        .expect("the server wrote its token");
-    let token = token.trim();
     let mut refused = None;
     for _round in 0..20 {
-        let requests =
-            (0..32).map(|_| raw_get(&server, token, "/api/v1/namespaces/default/configmaps"));
+        let requests = (0..32).map(|_| raw_get(&server, "/api/v1/namespaces/default/configmaps"));
         for response in join_all(requests).await {
             let status_line = response.lines().next().unwrap_or_default().to_string();
             if status_line.contains(" 429 ") {

@@ -113,6 +113,8 @@ impl Cluster {
             .args(["--https-listen-port", &port.to_string()])
             .args(["--datastore-endpoint", database.endpoint()])
             .args(["--token", &token])
+            // Hundreds of agents register from this one address at once.
+            .args(["--registration-rate", "0"])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("the log file can be duplicated"))
             .stderr(log)
@@ -696,11 +698,16 @@ async fn peer_list_changes_reach_connected_agents() {
         address: "127.0.0.2:6443".to_string(),
     };
     let (peers, peers_seen) = tokio::sync::watch::channel(vec![me.clone()]);
+    let (_generation, current_generation) = tokio::sync::watch::channel(1);
     let join = Arc::new(JoinState::new(JoinConfig {
         objects: objects.clone(),
         registry: registry.clone(),
         secret: "s3cret".to_string(),
         ca: Arc::new(CertificateAuthority::generate("test-ca").expect("a CA")),
+        token_generation: 1,
+        current_generation: current_generation.clone(),
+        registrations_per_second: 5,
+        registration_burst: 20,
         server_id: me.id.clone(),
         server_address: me.address.clone(),
         peers: peers_seen,
@@ -709,7 +716,7 @@ async fn peer_list_changes_reach_connected_agents() {
     let api = Arc::new(ApiState::new(
         objects,
         registry,
-        vec!["s3cret".to_string()],
+        current_generation,
         me.address.clone(),
         shutdown.clone(),
         capstan::api::RequestLimits {

@@ -1,7 +1,9 @@
 //! The node's heartbeats, as a kubelet sends them: the Node object (created once, status
 //! updated when it changes or every minute) and the Lease `kube-node-lease/<node>` renewed
 //! every 10 s, all through the local load balancer so they survive a server failing.
-//! Errors are logged and retried at the next tick; they never stop the agent.
+//! Errors are logged and retried at the next tick; they never stop the agent. The client
+//! follows the node's credentials: each registration brings a new certificate (one of an
+//! earlier cluster token is refused), and the next tick uses it.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -33,10 +35,10 @@ pub struct NodeFacts {
     pub internal_ip: Option<IpAddr>,
 }
 
-/// Sends heartbeats with the kubeconfig `kubeconfig_yaml` until `shutdown`, reading the
-/// node's address from `facts` (it changes when the agent reconnects elsewhere).
+/// Sends heartbeats with the latest kubeconfig of `kubeconfig` until `shutdown`, reading
+/// the node's address from `facts` (it changes when the agent reconnects elsewhere).
 pub async fn run(
-    kubeconfig_yaml: String,
+    mut kubeconfig: watch::Receiver<String>,
     facts: watch::Receiver<NodeFacts>,
     shutdown: CancellationToken,
 ) {
@@ -52,7 +54,11 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        if kubeconfig.has_changed().unwrap_or(false) {
+            client = None;
+        }
         if client.is_none() {
+            let kubeconfig_yaml = kubeconfig.borrow_and_update().clone();
             match make_client(&kubeconfig_yaml).await {
                 Ok(made) => client = Some(made),
                 Err(error) => {

@@ -311,7 +311,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let (reports_tx, reports) = watch::channel(report(&lb.status().borrow()));
     tokio::spawn(forward_reports(lb.status(), reports_tx, shutdown.clone()));
 
-    let mut heartbeats: Option<watch::Sender<heartbeat::NodeFacts>> = None;
+    let mut heartbeats: Option<(watch::Sender<heartbeat::NodeFacts>, watch::Sender<String>)> = None;
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut candidates = config.servers.clone();
@@ -344,15 +344,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 name: credentials.node_name.clone(),
                 internal_ip: registration.local_addr.map(|addr| addr.ip()),
             };
+            let node_kubeconfig = kubeconfig(lb.local_addr().port(), &ca_pem, &registration);
             match &heartbeats {
-                Some(sender) => {
-                    sender.send_replace(facts);
+                Some((facts_tx, kubeconfig_tx)) => {
+                    facts_tx.send_replace(facts);
+                    // A new certificate (after a server restart or upgrade) replaces the old.
+                    kubeconfig_tx.send_if_modified(|current| {
+                        let changed = *current != node_kubeconfig;
+                        *current = node_kubeconfig;
+                        changed
+                    });
                 }
                 None if config.heartbeats => {
-                    let (sender, receiver) = watch::channel(facts);
-                    let kubeconfig = kubeconfig(lb.local_addr().port(), &ca_pem, &registration);
-                    tokio::spawn(heartbeat::run(kubeconfig, receiver, shutdown.clone()));
-                    heartbeats = Some(sender);
+                    let (facts_tx, facts_rx) = watch::channel(facts);
+                    let (kubeconfig_tx, kubeconfig_rx) = watch::channel(node_kubeconfig);
+                    tokio::spawn(heartbeat::run(kubeconfig_rx, facts_rx, shutdown.clone()));
+                    heartbeats = Some((facts_tx, kubeconfig_tx));
                 }
                 None => {}
             }

@@ -20,6 +20,14 @@ pub enum ApiError {
     /// No credentials, or credentials not accepted.
     #[error("Unauthorized")]
     Unauthorized,
+    /// The user may not do this (authorization).
+    #[error("{message}")]
+    Forbidden {
+        /// The full message, as kube-apiserver words it.
+        message: String,
+        /// The `details` of the Status (name, group, kind), if any.
+        details: Option<Value>,
+    },
     /// No such path or resource.
     #[error("the server could not find the requested resource")]
     NoSuchPath,
@@ -89,6 +97,7 @@ impl ApiError {
                 }
             },
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::NoSuchPath => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::UnsupportedMediaType { .. } => {
@@ -166,6 +175,7 @@ impl ApiError {
                 "retryAfterSeconds": 1,
             })),
             ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
+            ApiError::Forbidden { details, .. } => details.clone(),
             _ => None,
         }
     }

@@ -1,8 +1,8 @@
 //! The Kubernetes API over HTTPS (ARCHITECTURE.md `api/`): one axum router whose fallback
 //! parses every path against the registry (`path.rs`), so the REST logic is written once
 //! for all kinds (`rest.rs`, `watch.rs`), and cross-cutting concerns (authentication,
-//! max-in-flight) are layers around it. Every request is measured once, in [`dispatch`],
-//! from the parsed route (`metrics.rs`).
+//! authorization, max-in-flight) are layers around it. Every request is measured once, in
+//! [`dispatch`], from the parsed route (`metrics.rs`).
 //!
 //! Max-in-flight follows kube-apiserver: two budgets, one for read-only requests and one
 //! for mutating ones, watches and health checks outside both (a full server still answers
@@ -11,6 +11,7 @@
 //! (caps, handshake, header and idle timeouts) are the listener's (`connections.rs`).
 
 pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod connections;
 pub mod discovery;
@@ -50,8 +51,9 @@ pub struct ApiState {
     pub objects: ObjectStore,
     /// The served kinds.
     pub registry: Arc<Registry>,
-    /// Bearer tokens accepted as the admin.
-    pub tokens: Vec<String>,
+    /// The cluster token's generation, followed from the datastore: node certificates of
+    /// an earlier one are refused (`auth.rs`).
+    pub token_generation: tokio::sync::watch::Receiver<i64>,
     /// `host:port` clients reach this server at (for `/api`).
     pub server_address: String,
     /// Cancelled at shutdown: watches end.
@@ -92,7 +94,7 @@ impl ApiState {
     pub fn new(
         objects: ObjectStore,
         registry: Arc<Registry>,
-        tokens: Vec<String>,
+        token_generation: tokio::sync::watch::Receiver<i64>,
         server_address: String,
         shutdown: CancellationToken,
         limits: RequestLimits,
@@ -100,7 +102,7 @@ impl ApiState {
         ApiState {
             objects,
             registry,
-            tokens,
+            token_generation,
             server_address,
             shutdown,
             in_flight: Semaphore::new(limits.max_requests_inflight.max(1)),
@@ -110,11 +112,15 @@ impl ApiState {
     }
 }
 
-/// The router: authentication around the dispatcher.
+/// The router: authentication, then authorization, around the dispatcher.
 pub fn router(state: Arc<ApiState>) -> Router {
     metrics::touch();
     Router::new()
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -545,7 +545,28 @@ pub async fn load_or_create(
     settings: &ClusterSettings,
     holder: &str,
 ) -> Result<BootstrapState, BootstrapError> {
-    load_or_create_adopting(store, secret, settings, holder, None).await
+    load_or_create_adopting(store, secret, settings, holder, None)
+        .await
+        .map(|loaded| loaded.state)
+}
+
+/// The shared secrets as a server opened them, and the token generation they were sealed
+/// under.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The secrets.
+    pub state: BootstrapState,
+    /// The revision of [`DATA_KEY`] that was opened: see [`token_generation`].
+    pub token_generation: i64,
+}
+
+/// The cluster token's generation: the revision at which [`DATA_KEY`] was last written.
+/// Only its creation and `capstan token rotate` (which re-seals it under the new token)
+/// write that key, so the number changes exactly when the token does; node certificates
+/// carry the generation they were issued under, and the API refuses older ones. `None` on
+/// an empty datastore.
+pub async fn token_generation(store: &Store) -> Result<Option<i64>, BootstrapError> {
+    Ok(store.get(DATA_KEY).await?.map(|stored| stored.mod_revision))
 }
 
 /// [`load_or_create`], storing `adopt` instead of generating when this server bootstraps
@@ -557,11 +578,11 @@ pub async fn load_or_create_adopting(
     settings: &ClusterSettings,
     holder: &str,
     adopt: Option<BootstrapState>,
-) -> Result<BootstrapState, BootstrapError> {
+) -> Result<Loaded, BootstrapError> {
     settings.validate()?;
-    let state = load_or_generate(store, secret, holder, adopt).await?;
+    let loaded = load_or_generate(store, secret, holder, adopt).await?;
     reconcile_settings(store, settings).await?;
-    Ok(state)
+    Ok(loaded)
 }
 
 async fn load_or_generate(
@@ -569,11 +590,14 @@ async fn load_or_generate(
     secret: &str,
     holder: &str,
     adopt: Option<BootstrapState>,
-) -> Result<BootstrapState, BootstrapError> {
+) -> Result<Loaded, BootstrapError> {
     let mut told_waiting = false;
     loop {
         if let Some(stored) = store.get(DATA_KEY).await? {
-            return open(&stored.value, secret).await;
+            return Ok(Loaded {
+                state: open(&stored.value, secret).await?,
+                token_generation: stored.mod_revision,
+            });
         }
         let Some(lock_revision) = take_lock(store, holder).await? else {
             if !told_waiting {
@@ -589,9 +613,9 @@ async fn load_or_generate(
             tracing::warn!(%error, "could not release the bootstrap lock; it expires by itself");
         }
         match generated? {
-            Some(state) => {
+            Some(loaded) => {
                 tracing::info!("bootstrapped the cluster: stored its CA and keys in the datastore");
-                return Ok(state);
+                return Ok(loaded);
             }
             // Another server's data landed first (it took over our lock as stale): use it.
             None => continue,
@@ -604,7 +628,7 @@ async fn generate_and_store(
     store: &Store,
     secret: &str,
     adopt: Option<BootstrapState>,
-) -> Result<Option<BootstrapState>, BootstrapError> {
+) -> Result<Option<Loaded>, BootstrapError> {
     if store.get(DATA_KEY).await?.is_some() {
         return Ok(None);
     }
@@ -618,7 +642,10 @@ async fn generate_and_store(
     };
     let sealed = seal(&state, secret).await?;
     match store.create(DATA_KEY, sealed).await? {
-        WriteOutcome::Applied { .. } => Ok(Some(state)),
+        WriteOutcome::Applied { revision } => Ok(Some(Loaded {
+            state,
+            token_generation: revision,
+        })),
         WriteOutcome::Conflict { .. } => Ok(None),
     }
 }
@@ -884,13 +911,43 @@ mod tests {
             generate_and_store(&store, "s3cret", None),
             generate_and_store(&store, "s3cret", None)
         );
-        let winners: Vec<BootstrapState> = [first, second]
+        let winners: Vec<Loaded> = [first, second]
             .into_iter()
             .filter_map(|outcome| outcome.expect("no error"))
             .collect();
         assert_eq!(winners.len(), 1, "exactly one set is stored");
         let stored = load(&store, "s3cret").await.expect("loads");
-        assert_eq!(stored, winners[0], "the stored set is the winner's");
+        assert_eq!(stored, winners[0].state, "the stored set is the winner's");
+        assert_eq!(
+            token_generation(&store).await.expect("reads"),
+            Some(winners[0].token_generation),
+            "the winner knows the generation it stored"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_rotation_starts_a_new_token_generation_and_a_reload_keeps_it() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
+        let store = Store::open(&crate::datastore::DatastoreConfig::for_endpoint(endpoint))
+            .await
+            .expect("SQLite store opens");
+        assert_eq!(token_generation(&store).await.expect("reads"), None);
+        let first = generate_and_store(&store, "old", None)
+            .await
+            .expect("no error")
+            .expect("the only generator wins");
+        rotate(&store, "old", "new").await.expect("rotates");
+        let rotated = token_generation(&store)
+            .await
+            .expect("reads")
+            .expect("bootstrapped");
+        assert!(rotated > first.token_generation, "{rotated}");
+        let reloaded = load_or_generate(&store, "new", "restarted", None)
+            .await
+            .expect("opens with the new token");
+        assert_eq!(reloaded.token_generation, rotated);
         store.close().await;
     }
 

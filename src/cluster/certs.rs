@@ -19,6 +19,13 @@ use time::OffsetDateTime;
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long serving and client certificates are valid.
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The user name of a node identity is this prefix and the node's name.
+pub const NODE_USER_PREFIX: &str = "system:node:";
+/// The group of every node identity.
+pub const NODES_GROUP: &str = "system:nodes";
+/// A node certificate's OU starts with this, followed by the token generation (the datastore
+/// revision of the sealed bootstrap data when it was issued; see `cluster::bootstrap`).
+pub const TOKEN_GENERATION_UNIT: &str = "capstan:token-generation=";
 /// Leaf certificates start an hour in the past, so clocks a little behind still accept them.
 const BACKDATE: Duration = Duration::from_secs(3600);
 
@@ -161,6 +168,25 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, "sign a client certificate")
+    }
+
+    /// The client certificate of node `node`: user `system:node:<node>` in group
+    /// `system:nodes`, stamped with the cluster token generation it was issued under
+    /// ([`TOKEN_GENERATION_UNIT`] in an OU field, which Kubernetes does not read as a group),
+    /// so a rotated token retires it.
+    pub fn issue_node(&self, node: &str, token_generation: i64) -> Result<IssuedCert, CertError> {
+        let mut params = CertificateParams::default();
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::OrganizationName, NODES_GROUP);
+        subject.push(
+            DnType::OrganizationalUnitName,
+            format!("{TOKEN_GENERATION_UNIT}{token_generation}"),
+        );
+        subject.push(DnType::CommonName, format!("{NODE_USER_PREFIX}{node}"));
+        params.distinguished_name = subject;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, "sign a node certificate")
     }
 
     fn sign(

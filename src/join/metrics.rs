@@ -24,6 +24,10 @@ pub enum Outcome {
     BadPassword,
     /// The node name or password header was missing or malformed (400).
     InvalidRequest,
+    /// Over the per-address registration rate (429).
+    Throttled,
+    /// This server's token was rotated away since it started (503).
+    StaleToken,
 }
 
 impl Outcome {
@@ -33,6 +37,8 @@ impl Outcome {
             Outcome::BadToken => "bad_token",
             Outcome::BadPassword => "bad_password",
             Outcome::InvalidRequest => "invalid_request",
+            Outcome::Throttled => "throttled",
+            Outcome::StaleToken => "stale_token",
         }
     }
 }
@@ -77,6 +83,8 @@ pub fn touch() {
         Outcome::BadToken,
         Outcome::BadPassword,
         Outcome::InvalidRequest,
+        Outcome::Throttled,
+        Outcome::StaleToken,
     ] {
         REGISTRATIONS.with_label_values(&[outcome.label()]);
     }

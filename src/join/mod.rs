@@ -6,25 +6,36 @@
 //! counters and gauges.
 //!
 //! Every refusal is a plain HTTP answer with a Kubernetes `Status` body, made before the
-//! upgrade and before anything is written: 401 for a wrong token, 400 for a malformed node
-//! name or password, 403 for a node password that does not match the registered one.
+//! upgrade and before anything is written: 429 (with Retry-After) over the per-address
+//! registration rate (`limit.rs`), checked first so guesses are throttled too; 401 for a
+//! wrong token; 503 when the cluster token was rotated since this server started (it must
+//! be restarted with the new one, and the agent tries another server); 400 for a malformed
+//! node name or password; 403 for a node password that does not match the registered one.
+//! The node certificate is issued before the password check, so the only write, the
+//! password Secret of a new node, happens last and only for a registration that succeeds.
+//!
+//! Node certificates carry this server's token generation (`cluster::bootstrap`), so a
+//! later `capstan token rotate` retires them (`api::auth`).
 //!
 //! The routes need no API credentials (an agent has none yet): [`router`] is merged in
 //! front of the API router, whose authentication wraps only its own fallback.
 
+pub mod limit;
 pub mod metrics;
 pub mod password;
 pub mod protocol;
 mod session;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +48,7 @@ use crate::cluster::agents::{PASSWORD_NAMESPACE, password_secret_name};
 use crate::cluster::certs::CertificateAuthority;
 use crate::registry::validate::check_subdomain;
 use crate::registry::{ObjectStore, Registry};
+use limit::RateLimit;
 use metrics::Outcome;
 use password::{PasswordError, Passwords};
 use protocol::{
@@ -64,6 +76,14 @@ pub struct JoinConfig {
     pub secret: String,
     /// The cluster CA: `/cacerts` serves its certificate, node certificates are issued by it.
     pub ca: Arc<CertificateAuthority>,
+    /// The token generation `secret` opened at start; node certificates carry it.
+    pub token_generation: i64,
+    /// The cluster's token generation now (it moves on `capstan token rotate`).
+    pub current_generation: watch::Receiver<i64>,
+    /// Registrations accepted per second from one source address (0: no limit).
+    pub registrations_per_second: u32,
+    /// Registrations one source address may make at once before the rate applies.
+    pub registration_burst: u32,
     /// This server's id (unique to the process, as in its membership lease).
     pub server_id: String,
     /// This server's advertised `host:port`.
@@ -91,6 +111,9 @@ pub struct JoinState {
     secret: String,
     ca: Arc<CertificateAuthority>,
     ca_pem: String,
+    token_generation: i64,
+    current_generation: watch::Receiver<i64>,
+    limit: RateLimit,
     server_id: String,
     server_address: String,
     peers: watch::Receiver<Vec<Peer>>,
@@ -113,6 +136,9 @@ impl JoinState {
             secret: config.secret,
             ca_pem: config.ca.cert_pem().to_string(),
             ca: config.ca,
+            token_generation: config.token_generation,
+            current_generation: config.current_generation,
+            limit: RateLimit::new(config.registrations_per_second, config.registration_burst),
             server_id: config.server_id,
             server_address: config.server_address,
             peers: config.peers,
@@ -192,6 +218,25 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     response
 }
 
+/// A registration over its address's rate: 429 with Retry-After, counted, logged at debug
+/// (a flood must not flood the log).
+fn throttle(source: IpAddr, wait: Duration) -> Response {
+    metrics::registration(Outcome::Throttled);
+    tracing::debug!(%source, "throttled an agent registration");
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = status(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        &format!(
+            "too many registrations from {source}; retry in {seconds}s (the server's --registration-rate and --registration-burst set the limit)"
+        ),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
 /// A refused registration: counted, logged, answered.
 fn refuse(outcome: Outcome, code: StatusCode, reason: &str, message: &str) -> Response {
     metrics::registration(outcome);
@@ -240,18 +285,34 @@ fn check_node_name(node: &str) -> Option<String> {
     None
 }
 
-/// `GET /v1-capstan/connect`: checks token, node name and node password, then upgrades.
+/// `GET /v1-capstan/connect`: checks the rate, token, node name and node password, then
+/// upgrades.
 async fn connect(
     State(state): State<Arc<JoinState>>,
+    connected_from: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Without the connection's address (a router served without it), one shared budget.
+    let source = connected_from.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.0.ip());
+    if let Err(wait) = state.limit.admit(source) {
+        return throttle(source, wait);
+    }
     if !authorized(&headers, &state.secret) {
         return refuse(
             Outcome::BadToken,
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "the cluster token is missing or wrong (pass the token of <data-dir>/server/token on a server as --token)",
+        );
+    }
+    let current = *state.current_generation.borrow();
+    if current > state.token_generation {
+        return refuse(
+            Outcome::StaleToken,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the cluster token was rotated since this server started; it registers no agents until it is restarted with the new token (try another server)",
         );
     }
     let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -282,6 +343,19 @@ async fn connect(
             return rejection.into_response();
         }
     };
+    // Issued first: once the password check has written a new node's Secret, nothing
+    // may fail.
+    let certificate = match state.ca.issue_node(&node, state.token_generation) {
+        Ok(certificate) => certificate,
+        Err(error) => {
+            tracing::warn!(%node, %error, "could not issue a node certificate");
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &format!("could not issue a client certificate for node {node:?}"),
+            );
+        }
+    };
     match state.passwords.check(&node, &password).await {
         Ok(()) => {}
         Err(PasswordError::Mismatch { .. }) => {
@@ -304,20 +378,6 @@ async fn connect(
             );
         }
     }
-    let certificate = match state
-        .ca
-        .issue_client(&format!("system:node:{node}"), &["system:nodes"])
-    {
-        Ok(certificate) => certificate,
-        Err(error) => {
-            tracing::warn!(%node, %error, "could not issue a node certificate");
-            return status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                &format!("could not issue a client certificate for node {node:?}"),
-            );
-        }
-    };
     metrics::registration(Outcome::Accepted);
     tracing::info!(%node, "agent registered");
     let sessions = state.sessions.clone();

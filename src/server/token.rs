@@ -85,13 +85,9 @@ pub struct ClusterSecrets {
     pub full: String,
     /// The shared bootstrap state (CA, service-account key).
     pub state: BootstrapState,
-}
-
-impl ClusterSecrets {
-    /// What API clients may present as a bearer token: the secret, or the full token.
-    pub fn bearer_tokens(&self) -> Vec<String> {
-        vec![self.token.secret.clone(), self.full.clone()]
-    }
+    /// The token generation this server's token opened (`bootstrap::token_generation`):
+    /// the one its node certificates are stamped with.
+    pub token_generation: i64,
 }
 
 /// Where a server keeps the full token.
@@ -206,7 +202,7 @@ pub async fn bootstrap(
     } else {
         legacy_ca(&config.data_dir)
     };
-    let state = bootstrap::load_or_create_adopting(
+    let loaded = bootstrap::load_or_create_adopting(
         store,
         &token.secret,
         &cluster_settings(config),
@@ -214,6 +210,7 @@ pub async fn bootstrap(
         adopt,
     )
     .await?;
+    let state = loaded.state;
     check_ca(&token, &state)?;
     let full = token.full(&state.ca_cert_pem);
     let path = token_path(&config.data_dir);
@@ -226,6 +223,7 @@ pub async fn bootstrap(
         },
         full,
         state,
+        token_generation: loaded.token_generation,
     })
 }
 
@@ -268,6 +266,54 @@ pub struct TokenArgs {
     /// The server's settings (only --data-dir and --config matter for printing).
     #[command(flatten)]
     pub server: ServerFlags,
+}
+
+/// How often a server looks at the token generation in the datastore.
+pub const TOKEN_GENERATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Follows the cluster's token generation until `shutdown`: starts at `own` (what this
+/// server opened at start) and moves when `capstan token rotate` re-seals the bootstrap
+/// data, so node certificates of the old token are refused within
+/// [`TOKEN_GENERATION_POLL`], on servers not yet restarted too. One datastore read per poll;
+/// a failed read keeps the last value.
+pub fn follow_token_generation(
+    store: Store,
+    own: i64,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::sync::watch::Receiver<i64> {
+    let (sender, receiver) = tokio::sync::watch::channel(own);
+    tasks.spawn(async move {
+        let mut ticker = tokio::time::interval(TOKEN_GENERATION_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match bootstrap::token_generation(&store).await {
+                Ok(Some(current)) => {
+                    sender.send_if_modified(|known| {
+                        if current > *known {
+                            tracing::warn!(
+                                generation = current,
+                                "the cluster token was rotated: node certificates of the old token are refused; restart this server with the new token"
+                            );
+                            *known = current;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the token generation; keeping the last one")
+                }
+            }
+        }
+    });
+    receiver
 }
 
 /// `capstan token` subcommands.

@@ -30,6 +30,8 @@ pub(crate) struct Call {
     pub query: Query,
     pub headers: HeaderMap,
     pub negotiated: Negotiated,
+    /// Set by the authorizer when a create is allowed for one name only.
+    pub create_only: Option<super::authz::CreateOnlyNamed>,
 }
 
 impl Call {
@@ -52,12 +54,17 @@ pub(super) async fn handle(
     let query = Query::parse(parts.uri.query())?;
     let negotiated = body::negotiate(&parts.headers)?;
     let watching = target.watch_prefix || query.watch;
+    let create_only = parts
+        .extensions
+        .get::<super::authz::CreateOnlyNamed>()
+        .cloned();
     let call = Call {
         state,
         target,
         query,
         headers: parts.headers,
         negotiated,
+        create_only,
     };
     let subresources = &call.target.kind.subresources;
     let named = call.target.name.is_some();

@@ -136,6 +136,9 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     let format = body_format(&call.headers)?;
     let bytes = read_body(&call.headers, body).await?;
     let mut object = decode_object(&bytes, format)?;
+    if let Some(limit) = &call.create_only {
+        limit.check(&call.target, &object)?;
+    }
     let warnings = check_fields(&call, &mut object)?;
     validate(&call, &mut object)?;
     let manager = field_manager(&call, Part::Main, "CreateOptions")?;

@@ -37,7 +37,7 @@ pub struct ServerSpec {
     pub binary: PathBuf,
     /// The datastore endpoint.
     pub endpoint: String,
-    /// The cluster token (also the bench's bearer token).
+    /// The cluster token (the servers' `--token`).
     pub token: String,
     /// Parent of the servers' data dirs.
     pub work_dir: PathBuf,

@@ -238,16 +238,22 @@ async fn measure_in(
         work_dir: work_dir.to_path_buf(),
     };
     let mut servers = Vec::new();
+    // The admin kubeconfig of the first server: its client certificate is signed by the CA
+    // every server shares, so it is the admin on all of them (the cluster token is a join
+    // credential, not an API one).
+    let mut admin_kubeconfig = PathBuf::new();
     for index in 0..args.servers {
         servers.push(ServerProcess::start(&spec, index)?);
         // The first one alone migrates the schema and bootstraps the cluster (servers
         // started at once on a fresh MariaDB database race in the schema migration).
         if index == 0 {
+            admin_kubeconfig = servers[0].data_dir().join("server/admin.kubeconfig");
+            wait_for_file(&admin_kubeconfig, Duration::from_secs(120)).await?;
             let first = ClusterArgs {
-                kubeconfig: None,
+                kubeconfig: Some(admin_kubeconfig.clone()),
                 data_dir: PathBuf::from("/nonexistent"),
                 server: vec![servers[0].url()],
-                token: Some(token.clone()),
+                token: None,
                 certificate_authority: None,
             };
             for target in first.targets()? {
@@ -256,10 +262,10 @@ async fn measure_in(
         }
     }
     let cluster_args = ClusterArgs {
-        kubeconfig: None,
+        kubeconfig: Some(admin_kubeconfig),
         data_dir: PathBuf::from("/nonexistent"),
         server: servers.iter().map(ServerProcess::url).collect(),
-        token: Some(token),
+        token: None,
         certificate_authority: None,
     };
     let targets: Vec<_> = cluster_args.targets()?.into_iter().map(Arc::new).collect();
@@ -507,4 +513,16 @@ fn print_text(report: &ChaosReport) {
     for anomaly in &report.anomaly_list {
         println!("  {}: {}", anomaly.kind, anomaly.detail);
     }
+}
+
+/// Waits until `path` exists (a server writes its admin kubeconfig early in its start).
+async fn wait_for_file(path: &std::path::Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !path.is_file() {
+        if std::time::Instant::now() >= deadline {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
 }
