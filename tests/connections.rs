@@ -416,7 +416,7 @@ async fn a_client_over_its_connection_cap_is_refused_while_the_admin_and_readyz_
     // The held connections are still open: the cap closed only the ones over it.
     for (index, connection) in held.iter().enumerate() {
         let mut probe = [0u8; 1];
-        // Nothing to read within 50 ms (a timeout) means the server has not closed it.
+        // Nothing to read and no end of stream: the peek times out.
         let still_open =
             tokio::time::timeout(Duration::from_millis(50), connection.peek(&mut probe))
                 .await
