@@ -595,8 +595,7 @@ async fn node_certificates_of_a_rotated_token_are_refused() {
     // Until it is restarted with the new token, it registers nobody.
     let stale = open(&server, &old_full, "worker-s", "password-s")
         .await
-        .err()
-        .expect("a server with a rotated-away token refuses registrations");
+        .expect_err("a server with a rotated-away token refuses registrations");
     assert_eq!(stale.code, 503, "{}", stale.body);
     assert!(
         stale.body.contains("restarted with the new token"),
@@ -611,8 +610,7 @@ async fn node_certificates_of_a_rotated_token_are_refused() {
     assert!(new_full.ends_with("::server:new-secret"), "{new_full}");
     let refused = open(&server, &old_full, "worker-r", "password-of-worker-r")
         .await
-        .err()
-        .expect("the old token no longer joins");
+        .expect_err("the old token no longer joins");
     assert_eq!(refused.code, 401, "{}", refused.body);
     let new_cert = register(&server, &new_full, "worker-r").await;
     let new_node = client_with(&server, &new_cert).await;
@@ -710,8 +708,7 @@ async fn rapid_registrations_from_one_address_are_throttled_and_store_nothing() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let wrong = open(&server, "not-the-token", "rapid-wrong", "pw")
         .await
-        .err()
-        .expect("a wrong token is refused");
+        .expect_err("a wrong token is refused");
     assert_eq!(wrong.code, 401, "{}", wrong.body);
     let (code, _) = send(
         &admin,
