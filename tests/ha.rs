@@ -134,6 +134,9 @@ fn start_server(endpoint: &str, token: &str, n: u8, dir: &Path) -> Server {
             token,
             "--tls-san",
             &REGISTRATION_IP.to_string(),
+            // Every simulated agent of `capstan bench join` registers from this one host.
+            "--registration-rate",
+            "0",
         ],
     )
 }

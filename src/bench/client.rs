@@ -34,8 +34,10 @@ pub struct ClusterArgs {
     /// without any, the kubeconfig's own server.
     #[arg(long, value_name = "URL")]
     pub server: Vec<String>,
-    /// A bearer token for `--server` instead of the kubeconfig's credentials (the server's
-    /// TLS certificate is then not verified unless `--certificate-authority` is given).
+    /// A bearer token for `--server` instead of the kubeconfig's credentials, for API
+    /// servers that accept one (Capstan accepts none: its cluster token is a join
+    /// credential, so use the admin kubeconfig); the server's TLS certificate is then not
+    /// verified unless `--certificate-authority` is given.
     #[arg(
         long,
         value_name = "TOKEN",
