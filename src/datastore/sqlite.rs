@@ -48,7 +48,9 @@ const COMPANION_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// WAL, shared-memory and journal files the database file's mode, so they follow; the ones
 /// already there are tightened too.
 fn restrict_to_owner(file: &Path, parent: Option<&Path>) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::{
+        DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    };
     let tighten = |path: &Path, mode: u32| -> Result<(), String> {
         let current = match std::fs::metadata(path) {
             Ok(metadata) => metadata.permissions().mode() & 0o777,
@@ -72,14 +74,27 @@ fn restrict_to_owner(file: &Path, parent: Option<&Path>) -> Result<(), String> {
             .mode(0o700)
             .create(parent)
             .map_err(|e| format!("cannot create folder {}: {e}", parent.display()))?;
-        tighten(parent, 0o700)?;
     }
-    std::fs::OpenOptions::new()
+    let created = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(file)
-        .map_err(|e| format!("cannot create {}: {e}", file.display()))?;
+        .and_then(|opened| opened.metadata());
+    // A path that cannot be a file (a folder, say) is left for SQLite to refuse, with the
+    // connect error that names the endpoint.
+    let Ok(created) = created else {
+        return Ok(());
+    };
+    // The folder is tightened only when it is this user's own and not a shared one (a
+    // sticky-bit folder such as /tmp is everyone's: making it private would break others).
+    if let Some(parent) = parent
+        && let Ok(folder) = std::fs::metadata(parent)
+        && folder.uid() == created.uid()
+        && folder.permissions().mode() & 0o1000 == 0
+    {
+        tighten(parent, 0o700)?;
+    }
     tighten(file, 0o600)?;
     for suffix in COMPANION_SUFFIXES {
         let mut companion = file.as_os_str().to_owned();

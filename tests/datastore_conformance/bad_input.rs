@@ -139,9 +139,18 @@ async fn an_unreachable_database_fails_to_open_naming_the_endpoint(db: &TestData
         ..capstan::datastore::DatastoreConfig::for_endpoint(endpoint.clone())
     };
 
+    // The folder around a SQLite path is /tmp here: opening must not make it private.
+    let shared = std::fs::metadata(std::env::temp_dir()).map(|m| m.permissions());
     let started = Instant::now();
     let opened = Store::open(&config).await;
     let took = started.elapsed();
+    assert_eq!(
+        std::fs::metadata(std::env::temp_dir())
+            .map(|m| m.permissions())
+            .ok(),
+        shared.ok(),
+        "opening {endpoint} changed the mode of the shared temporary folder"
+    );
 
     match opened {
         Err(err @ DatastoreError::Connect { .. }) => {
