@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use capstan::agent::heartbeat::{self, NodeFacts};
 use capstan::datastore::Engine;
@@ -13,21 +13,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeats_register_a_ready_node_and_renew_its_lease() {
@@ -43,7 +28,7 @@ async fn heartbeats_register_a_ready_node_and_renew_its_lease() {
     let beating = tokio::spawn(heartbeat::run(kubeconfig, facts, shutdown.clone()));
 
     let nodes: Api<Node> = Api::all(server.client.clone());
-    let node = wait_for("a Ready node", Duration::from_secs(15), async || {
+    let node = common::wait_for("a Ready node", Duration::from_secs(15), async || {
         let node = nodes.get_opt("hb-node").await.ok().flatten()?;
         let ready = node.status.as_ref()?.conditions.as_ref()?.iter().any(|c| {
             c.type_ == "Ready" && c.status == "True" && c.reason.as_deref() == Some("KubeletReady")
@@ -73,7 +58,7 @@ async fn heartbeats_register_a_ready_node_and_renew_its_lease() {
     assert!(capacity.contains_key("cpu") && capacity.contains_key("memory"));
 
     let leases: Api<Lease> = Api::namespaced(server.client.clone(), "kube-node-lease");
-    let first = wait_for("the node lease", Duration::from_secs(15), async || {
+    let first = common::wait_for("the node lease", Duration::from_secs(15), async || {
         let lease = leases.get_opt("hb-node").await.ok().flatten()?;
         lease.spec?.renew_time
     })
@@ -83,7 +68,7 @@ async fn heartbeats_register_a_ready_node_and_renew_its_lease() {
     assert_eq!(spec.holder_identity.as_deref(), Some("hb-node"));
     assert_eq!(spec.lease_duration_seconds, Some(40));
     // Renewed on the next tick (every 10 s).
-    wait_for("a renewal", Duration::from_secs(15), async || {
+    common::wait_for("a renewal", Duration::from_secs(15), async || {
         let renewed = leases.get("hb-node").await.ok()?.spec?.renew_time?;
         (renewed != first).then_some(())
     })

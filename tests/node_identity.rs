@@ -183,28 +183,10 @@ async fn with_bearer(client: &Client, token: &str, mut request: http::Request<Ve
     send(client, request).await.0
 }
 
-async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Waits until the bundled RBAC manifests are applied: they land in the stored state the
 /// tests snapshot, in the background after the server starts.
 async fn bundled_rbac_applied(admin: &Client) {
-    eventually("the bundled RBAC manifests", Duration::from_secs(30), async || {
+    common::wait_for("the bundled RBAC manifests", Duration::from_secs(30), async || {
         let (binding, _) = send(
             admin,
             get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/capstan:node"),
@@ -320,7 +302,7 @@ async fn a_node_certificate_does_what_a_kubelet_does_and_nothing_more() {
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let beating = tokio::spawn(heartbeat::run(kubeconfig, facts, stop.clone()));
-    eventually(
+    common::wait_for(
         "worker-a Ready and its Lease",
         Duration::from_secs(20),
         async || {
@@ -585,7 +567,7 @@ async fn node_certificates_of_a_rotated_token_are_refused() {
 
     // The running server notices within seconds: the old certificate is refused, on the
     // connection it already has too; the admin is not affected.
-    eventually(
+    common::wait_for(
         "the old node certificate refused",
         Duration::from_secs(15),
         async || (send(&old_node, get("/api/v1/nodes")).await.0 == 401).then_some(()),

@@ -13,7 +13,9 @@ use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
-use common::probe::{admin_client, assert_alive_and_bounded, request, rss_bytes, send, snapshot};
+use common::probe::{
+    admin_client, assert_alive_and_bounded, post, request, rss_bytes, send, snapshot,
+};
 use common::process::Server;
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
@@ -21,15 +23,6 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 
 fn patch(path: &str, content_type: &str, body: &Value) -> http::Request<Vec<u8>> {
     request("PATCH", path, content_type, body.to_string().into_bytes())
-}
-
-fn post(path: &str, body: &Value) -> http::Request<Vec<u8>> {
-    request(
-        "POST",
-        path,
-        "application/json",
-        body.to_string().into_bytes(),
-    )
 }
 
 fn configmap(name: &str, data: Value) -> Value {

@@ -18,23 +18,12 @@ use kube::Api;
 use kube::api::{WatchEvent, WatchParams};
 use serde_json::{Value, json};
 
-use common::probe::{admin_client, assert_alive_and_bounded, request, rss_bytes, send, snapshot};
+use common::probe::{
+    admin_client, assert_alive_and_bounded, get, post, request, rss_bytes, send, snapshot,
+};
 use common::process::Server;
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
-
-fn get(path: &str) -> http::Request<Vec<u8>> {
-    request("GET", path, "application/json", Vec::new())
-}
-
-fn post(path: &str, body: &Value) -> http::Request<Vec<u8>> {
-    request(
-        "POST",
-        path,
-        "application/json",
-        body.to_string().into_bytes(),
-    )
-}
 
 /// `{"x": {"x": … "leaf" …}}`, `levels` objects deep.
 fn nested(levels: usize) -> Value {

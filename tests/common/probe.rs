@@ -67,6 +67,21 @@ pub fn request(
         .expect("a valid request")
 }
 
+/// A `GET` of `path`.
+pub fn get(path: &str) -> http::Request<Vec<u8>> {
+    request("GET", path, "application/json", Vec::new())
+}
+
+/// A `POST` of `body` as JSON to `path`.
+pub fn post(path: &str, body: &Value) -> http::Request<Vec<u8>> {
+    request(
+        "POST",
+        path,
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+}
+
 /// The resident memory of process `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
