@@ -205,7 +205,7 @@ mod tests {
         ));
         let leaky = objects(
             "leaky.yaml",
-            b"apiVersion: v1\ndb_password: hunter2\n  - [\n",
+            b"apiVersion: v1\ndb_password: hunter2\nkind: [unclosed, \"hunter2\n",
         )
         .expect_err("broken YAML");
         let message = leaky.to_string();
