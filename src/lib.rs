@@ -1,15 +1,10 @@
 //! Capstan: a Kubernetes control plane in one binary, highly available on an external SQL
-//! datastore. See ARCHITECTURE.md for the map; each module below is one box of it.
+//! datastore. This crate is the binary's own layer (docs/architecture.md): the server's
+//! configuration, the wiring that starts a server, the small commands (`token`, `status`)
+//! and the load generators of `capstan bench`; every other box of the map is a crate under
+//! `crates/`.
 
-pub mod agent;
-pub mod api;
 pub mod bench;
-pub mod cluster;
 pub mod config;
-pub mod controllers;
-pub mod datastore;
-pub mod join;
-pub mod patch;
-pub mod registry;
 pub mod server;
-pub mod storage;
+pub mod status;

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use capstan::agent::AgentFlags;
 use capstan::bench::api::ApiBenchArgs;
 use capstan::bench::chaos::ChaosBenchArgs;
 use capstan::bench::datastore::DatastoreBenchArgs;
@@ -19,6 +18,7 @@ use capstan::bench::plot::PlotArgs;
 use capstan::bench::watches::WatchBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
 use capstan::server::token::TokenArgs;
+use capstan_agent::AgentFlags;
 
 /// A Kubernetes control plane in one binary, highly available on an external SQL datastore.
 #[derive(Parser)]
@@ -163,24 +163,24 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Some(std::env::var("RUST_LOG").as_deref().unwrap_or("warn")),
     )?;
     let json = matches!(args.output, StatusOutput::Json);
-    print!("{}", capstan::cluster::status::run(&config, json).await?);
+    print!("{}", capstan::status::run(&config, json).await?);
     Ok(ExitCode::SUCCESS)
 }
 
 async fn agent(flags: AgentFlags) -> anyhow::Result<ExitCode> {
     if flags.print_reference {
-        print!("{}", capstan::agent::settings::reference());
+        print!("{}", capstan_agent::settings::reference());
         return Ok(ExitCode::SUCCESS);
     }
-    let loaded = capstan::agent::settings::load(&flags)?;
+    let loaded = capstan_agent::settings::load(&flags)?;
     if flags.print_config {
         print!("{}", loaded.render());
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing(LogFormat::Text, loaded.config.log_level.as_deref())?;
-    let config = capstan::agent::AgentConfig::from_settings(&loaded.config)?;
+    let config = capstan_agent::AgentConfig::from_settings(&loaded.config)?;
     let shutdown = CancellationToken::new();
-    let agent = capstan::agent::run(config, shutdown.clone());
+    let agent = capstan_agent::run(config, shutdown.clone());
     tokio::pin!(agent);
     tokio::select! {
         finished = &mut agent => return finished.map(|()| ExitCode::SUCCESS).map_err(Into::into),

@@ -21,17 +21,16 @@ use crate::config::ServerConfig;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::api::connections::{self, ConnectionLimits};
-use crate::api::{self, ApiState, tls::TlsError};
-use crate::cluster::leader;
-use crate::cluster::membership::{self, Membership, ServerRecord};
-use crate::cluster::pki::{self, PkiError};
-use crate::controllers;
-use crate::datastore::{self, DatastoreError, Store, masked};
-use crate::join::protocol::Peer;
-use crate::join::{self, JoinConfig, JoinState};
-use crate::registry::{ObjectStore, Registry, RegistryError};
-use crate::storage::Storage;
+use capstan_apiserver::api::connections::{self, ConnectionLimits};
+use capstan_apiserver::api::{self, ApiState, tls::TlsError};
+use capstan_apiserver::registry::{ObjectStore, Registry, RegistryError};
+use capstan_apiserver::storage::Storage;
+use capstan_cluster::join::{self, JoinConfig, JoinState};
+use capstan_cluster::leader;
+use capstan_cluster::membership::{self, Membership, ServerRecord};
+use capstan_datastore::{DatastoreError, Store, masked};
+use capstan_machinery::join::Peer;
+use capstan_pki::files::PkiError;
 
 pub mod token;
 
@@ -99,7 +98,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     // The holder names this process, not just the node: a restarted server must not mistake
     // the lock of its previous life for its own.
     let holder = format!("{node_name}-{:08x}", rand::random::<u32>());
-    tasks.spawn(datastore::run_maintenance(
+    tasks.spawn(capstan_datastore::run_maintenance(
         store.clone(),
         holder.clone(),
         shutdown.clone(),
@@ -261,7 +260,7 @@ async fn serve_api(
     names.push(own_ip.to_string());
     names.sort();
     names.dedup();
-    let pki = pki::prepare(ca, &config.data_dir, &names, &server_url, &kubeconfig)?;
+    let pki = capstan_pki::files::prepare(ca, &config.data_dir, &names, &server_url, &kubeconfig)?;
     let tls = api::tls::server_config(&pki)?;
     let address = SocketAddr::new(config.bind_address, config.https_listen_port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -270,7 +269,7 @@ async fn serve_api(
 
     let objects = ObjectStore::new(Storage::new(store.clone()));
     let registry = Arc::new(Registry::new());
-    controllers::ensure_default_namespaces(&objects, &registry)
+    capstan_controllers::ensure_default_namespaces(&objects, &registry)
         .await
         .map_err(ServerError::Bootstrap)?;
     {
@@ -278,7 +277,7 @@ async fn serve_api(
         let shutdown = shutdown.clone();
         tasks.spawn(async move { objects.track_namespaces(shutdown).await });
     }
-    tasks.spawn(controllers::run(
+    tasks.spawn(capstan_controllers::run(
         objects.clone(),
         registry.clone(),
         shutdown.clone(),
@@ -297,21 +296,21 @@ async fn serve_api(
         shutdown.clone(),
     );
     let membership = Membership::start(store, own, leading.clone(), tasks, shutdown.clone());
-    let manifests = controllers::deploy::manifests_dir(&config.data_dir);
-    if let Err(error) = controllers::deploy::write_bundled(&manifests, &config.disable) {
+    let manifests = capstan_controllers::deploy::manifests_dir(&config.data_dir);
+    if let Err(error) = capstan_controllers::deploy::write_bundled(&manifests, &config.disable) {
         tracing::warn!(dir = %manifests.display(), %error, "cannot write the bundled manifests");
     }
-    tasks.spawn(controllers::run_leader_singletons(
+    tasks.spawn(capstan_controllers::run_leader_singletons(
         objects.clone(),
         registry.clone(),
         membership.subscribe(),
         leading,
-        controllers::LeaderSettings {
+        capstan_controllers::LeaderSettings {
             https_port: config.https_listen_port,
             node_monitor_grace_period: std::time::Duration::from_secs(
                 config.node_monitor_grace_period,
             ),
-            deploy: controllers::deploy::DeploySettings {
+            deploy: capstan_controllers::deploy::DeploySettings {
                 dir: manifests,
                 disable: config.disable.clone(),
                 server_id: holder.to_string(),

@@ -15,12 +15,12 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use capstan::agent::{AgentConfig, AgentError};
-use capstan::cluster::certs::CertificateAuthority;
-use capstan::join::protocol::{
+use capstan_agent::{AgentConfig, AgentError};
+use capstan_machinery::join::{
     AUTHORIZATION_HEADER, AgentMessage, CACERTS_PATH, CONNECT_PATH, ClusterToken, NODE_NAME_HEADER,
     NODE_PASSWORD_HEADER, PING_PATH, Peer, ServerMessage,
 };
+use capstan_pki::certs::CertificateAuthority;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use rustls_pki_types::pem::PemObject as _;
@@ -298,7 +298,7 @@ struct RunningAgent {
 impl RunningAgent {
     fn start(config: AgentConfig) -> RunningAgent {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(capstan::agent::run(config, shutdown.clone()));
+        let task = tokio::spawn(capstan_agent::run(config, shutdown.clone()));
         RunningAgent { shutdown, task }
     }
 
@@ -340,7 +340,7 @@ async fn a_token_for_another_ca_is_refused_before_any_credential_is_sent() {
     let data = tempfile::tempdir().expect("temp dir");
     let outcome = tokio::time::timeout(
         Duration::from_secs(15),
-        capstan::agent::run(
+        capstan_agent::run(
             config(&[&server], &other.full_token(), "n1", data.path()),
             CancellationToken::new(),
         ),
@@ -348,8 +348,8 @@ async fn a_token_for_another_ca_is_refused_before_any_credential_is_sent() {
     .await
     .expect("the agent gives up at once");
     let error = outcome.expect_err("a CA mismatch is fatal").to_string();
-    let expected = capstan::join::protocol::ca_hash(other.ca.cert_pem());
-    let actual = capstan::join::protocol::ca_hash(cluster.ca.cert_pem());
+    let expected = capstan_machinery::join::ca_hash(other.ca.cert_pem());
+    let actual = capstan_machinery::join::ca_hash(cluster.ca.cert_pem());
     assert!(
         error.contains(&expected) && error.contains(&actual),
         "{error}"
@@ -405,8 +405,8 @@ async fn a_welcome_leaves_kubeconfig_and_servers_and_peer_updates_rewrite_them()
         .and_then(|rest| rest.lines().next())
         .expect("the load balancer port")
         .to_string();
-    let verified = capstan::agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
-    let pong = capstan::agent::tls::get(
+    let verified = capstan_agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
+    let pong = capstan_agent::tls::get(
         verified,
         &format!("127.0.0.1:{lb_port}"),
         PING_PATH,
@@ -516,7 +516,7 @@ async fn refusals_stop_the_agent_with_the_server_reason() {
     let server = FakeServer::start(&cluster, "127.0.0.2", None).await;
     let data = tempfile::tempdir().expect("temp dir");
     let wrong_secret = ClusterToken::bare("not-the-secret").full(cluster.ca.cert_pem());
-    let error = capstan::agent::run(
+    let error = capstan_agent::run(
         config(&[&server], &wrong_secret, "n1", data.path()),
         CancellationToken::new(),
     )
@@ -533,7 +533,7 @@ async fn refusals_stop_the_agent_with_the_server_reason() {
     )
     .await;
     let data = tempfile::tempdir().expect("temp dir");
-    let error = capstan::agent::run(
+    let error = capstan_agent::run(
         config(&[&refusing], &cluster.full_token(), "n1", data.path()),
         CancellationToken::new(),
     )
@@ -645,8 +645,8 @@ async fn a_failover_is_reported_to_the_surviving_server() {
 async fn health_checks_reuse_one_connection_and_fail_when_the_server_dies() {
     let cluster = Cluster::new();
     let server = FakeServer::start(&cluster, "127.0.0.2", None).await;
-    let verified = capstan::agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
-    let mut pinger = capstan::agent::tls::Pinger::new(verified, &server.address);
+    let verified = capstan_agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
+    let mut pinger = capstan_agent::tls::Pinger::new(verified, &server.address);
     for _ in 0..5 {
         assert!(pinger.ping(PING_PATH, Duration::from_secs(2)).await);
     }

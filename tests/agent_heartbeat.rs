@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use capstan::agent::heartbeat::{self, NodeFacts};
-use capstan::datastore::Engine;
+use capstan_agent::heartbeat::{self, NodeFacts};
+use capstan_datastore::Engine;
 use common::server::TestServer;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use capstan::bench::api::{ApiBenchArgs, Workload, measure};
 use capstan::bench::client::ClusterArgs;
-use capstan::datastore::Engine;
+use capstan_datastore::Engine;
 use common::server::TestServer;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, DynamicObject, ListParams};

@@ -7,7 +7,7 @@ mod common;
 
 use capstan::bench::client::ClusterArgs;
 use capstan::bench::watches::{WatchBenchArgs, measure};
-use capstan::datastore::Engine;
+use capstan_datastore::Engine;
 use common::server::TestServer;
 
 fn args(kubeconfig: std::path::PathBuf) -> WatchBenchArgs {

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan::cluster::bootstrap::{self, BootstrapError, ClusterSettings, LOCK_KEY};
-use capstan::datastore::{Engine, WriteOp, WriteOutcome};
+use capstan_cluster::bootstrap::{self, BootstrapError, ClusterSettings, LOCK_KEY};
+use capstan_datastore::{Engine, WriteOp, WriteOutcome};
 use common::TestDatabase;
 use common::process::{Server, free_port};
 
@@ -400,8 +400,8 @@ async fn capstan_token_prints_and_rotates_the_token() {
 #[test]
 fn a_server_upgraded_from_a_per_data_dir_ca_keeps_it() {
     // What servers before shared bootstrap left in their data dir.
-    let legacy = capstan::cluster::certs::CertificateAuthority::generate("capstan-server-ca@1")
-        .expect("a CA");
+    let legacy =
+        capstan_pki::certs::CertificateAuthority::generate("capstan-server-ca@1").expect("a CA");
     let dir = tempfile::tempdir().expect("data dir");
     let tls = dir.path().join("server/tls");
     std::fs::create_dir_all(&tls).expect("tls dir");

@@ -9,13 +9,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan::controllers;
-use capstan::datastore::Engine;
-use capstan::registry::{
+use capstan_apiserver::registry::{
     DeleteOptions, DeleteOutcome, ObjectStore, Part, Propagation, Registry, RegistryError,
     ResourceType, WriteOptions,
 };
-use capstan::storage::{ListOptions, Storage};
+use capstan_apiserver::storage::{ListOptions, Storage};
+use capstan_datastore::Engine;
 use common::TestDatabase;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -38,7 +37,7 @@ impl Cluster {
         let db = TestDatabase::create(engine).await;
         let objects = ObjectStore::new(Storage::new(db.open().await));
         let registry = Arc::new(Registry::new());
-        controllers::ensure_default_namespaces(&objects, &registry)
+        capstan_controllers::ensure_default_namespaces(&objects, &registry)
             .await
             .unwrap();
         let shutdown = CancellationToken::new();
@@ -50,7 +49,7 @@ impl Cluster {
             } else {
                 ObjectStore::new(Storage::new(db.open().await))
             };
-            running.push(tokio::spawn(controllers::run(
+            running.push(tokio::spawn(capstan_controllers::run(
                 objects,
                 registry.clone(),
                 shutdown.clone(),
@@ -164,10 +163,10 @@ fn deployment(name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_namespaces_exist_and_ensuring_twice_is_fine() {
     let cluster = Cluster::start(Engine::Sqlite, 0).await;
-    controllers::ensure_default_namespaces(&cluster.objects, &cluster.registry)
+    capstan_controllers::ensure_default_namespaces(&cluster.objects, &cluster.registry)
         .await
         .unwrap();
-    for name in controllers::DEFAULT_NAMESPACES {
+    for name in capstan_controllers::DEFAULT_NAMESPACES {
         let namespace = cluster.get("v1", "Namespace", None, name).await;
         let namespace = namespace.unwrap_or_else(|| panic!("namespace {name} exists"));
         assert_eq!(namespace["status"]["phase"], "Active");
@@ -373,7 +372,7 @@ async fn dependents_of_a_deleted_owner_found_at_start_are_collected() {
         .await;
     // The controllers start after the owner went: the initial list finds the dependent.
     let shutdown = cluster.shutdown.clone();
-    let running = tokio::spawn(controllers::run(
+    let running = tokio::spawn(capstan_controllers::run(
         cluster.objects.clone(),
         cluster.registry.clone(),
         shutdown,

@@ -9,13 +9,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use capstan::controllers::crd;
-use capstan::datastore::Engine;
-use capstan::registry::{
+use capstan_apiserver::registry::{
     DeleteOptions, DeleteOutcome, ObjectStore, Registry, RegistryError, ResourceType, WriteOptions,
     unknown_fields, validate_and_prune, validate_crd,
 };
-use capstan::storage::{ListOptions, Storage};
+use capstan_apiserver::storage::{ListOptions, Storage};
+use capstan_controllers::crd;
+use capstan_datastore::Engine;
 use common::TestDatabase;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;

@@ -33,7 +33,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::common::TestDatabase::create(
-                        capstan::datastore::Engine::$engine,
+                        capstan_datastore::Engine::$engine,
                     )
                     .await;
                     let finished =
@@ -78,7 +78,7 @@ mod support {
     use std::collections::HashMap;
 
     use bytes::Bytes;
-    use capstan::datastore::{Event, EventKind, Store, WriteOp, WriteOutcome};
+    use capstan_datastore::{Event, EventKind, Store, WriteOp, WriteOutcome};
 
     /// A create without a TTL, owning its key (for writes issued all at once).
     pub fn create_op(key: impl Into<String>, value: impl Into<Bytes>) -> WriteOp {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use capstan::datastore::{Engine, WriteOutcome};
+use capstan_datastore::{Engine, WriteOutcome};
 use tokio_util::sync::CancellationToken;
 
 use common::TestDatabase;

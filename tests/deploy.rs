@@ -10,8 +10,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use capstan::cluster::membership::{SERVERS_PREFIX, ServerRecord};
-use capstan::datastore::{Engine, KeyRange, ListRequest};
+use capstan_cluster::membership::{SERVERS_PREFIX, ServerRecord};
+use capstan_datastore::{Engine, KeyRange, ListRequest};
 use common::TestDatabase;
 use common::server::TestServer;
 use futures::{StreamExt, TryStreamExt};

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use capstan::datastore::Engine;
+use capstan_datastore::Engine;
 use futures::{StreamExt as _, TryFutureExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};

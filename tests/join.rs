@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use capstan::cluster::agents::{AgentRecord, record_key};
-use capstan::cluster::certs::{IssuedCert, admin_kubeconfig};
-use capstan::datastore::{Engine, Store};
-use capstan::join::protocol::{
+use capstan_cluster::agents::{AgentRecord, record_key};
+use capstan_datastore::{Engine, Store};
+use capstan_machinery::join::{
     AgentMessage, CACERTS_PATH, CONNECT_PATH, DEAD_AFTER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER,
     PING_INTERVAL, PING_PATH, ServerMessage, ca_hash,
 };
+use capstan_pki::certs::{IssuedCert, admin_kubeconfig};
 use common::TestDatabase;
 use common::server::{TestServer, anonymous_client, client_from_kubeconfig};
 use futures::{SinkExt as _, StreamExt as _};
@@ -679,17 +679,17 @@ async fn five_hundred_agents_register_at_once_within_bounded_memory() {
 /// peer list the test controls: changes reach connected agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_list_changes_reach_connected_agents() {
-    use capstan::api::{ApiState, router as api_router};
-    use capstan::cluster::certs::CertificateAuthority;
-    use capstan::join::protocol::Peer;
-    use capstan::join::{JoinConfig, JoinState, router as join_router};
-    use capstan::registry::{ObjectStore, Registry};
-    use capstan::storage::Storage;
+    use capstan_apiserver::api::{ApiState, router as api_router};
+    use capstan_apiserver::registry::{ObjectStore, Registry};
+    use capstan_apiserver::storage::Storage;
+    use capstan_cluster::join::{JoinConfig, JoinState, router as join_router};
+    use capstan_machinery::join::Peer;
+    use capstan_pki::certs::CertificateAuthority;
 
     let database = TestDatabase::create(Engine::Sqlite).await;
     let objects = ObjectStore::new(Storage::new(database.open().await));
     let registry = Arc::new(Registry::new());
-    capstan::controllers::ensure_default_namespaces(&objects, &registry)
+    capstan_controllers::ensure_default_namespaces(&objects, &registry)
         .await
         .expect("default namespaces");
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -719,9 +719,9 @@ async fn peer_list_changes_reach_connected_agents() {
         current_generation,
         me.address.clone(),
         shutdown.clone(),
-        capstan::api::RequestLimits {
+        capstan_apiserver::api::RequestLimits {
             max_requests_inflight: 100,
-            ..capstan::api::RequestLimits::default()
+            ..capstan_apiserver::api::RequestLimits::default()
         },
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -38,7 +38,7 @@ macro_rules! kube_api {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let server = crate::common::server::TestServer::start(
-                        capstan::datastore::Engine::$engine,
+                        capstan_datastore::Engine::$engine,
                     )
                     .await;
                     let finished =

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use capstan::cluster::leader;
-use capstan::cluster::membership::{Membership, ServerRecord, format_time};
-use capstan::datastore::{Engine, Store};
+use capstan_cluster::leader;
+use capstan_cluster::membership::{Membership, ServerRecord, format_time};
+use capstan_datastore::{Engine, Store};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capstan::agent::heartbeat::{self, NodeFacts};
-use capstan::cluster::certs::{IssuedCert, admin_kubeconfig};
-use capstan::join::protocol::{
+use capstan_agent::heartbeat::{self, NodeFacts};
+use capstan_machinery::join::{
     CONNECT_PATH, NODE_NAME_HEADER, NODE_PASSWORD_HEADER, ServerMessage,
 };
+use capstan_pki::certs::{IssuedCert, admin_kubeconfig};
 use futures::StreamExt as _;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};

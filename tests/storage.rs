@@ -9,11 +9,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use capstan::datastore::Engine;
-use capstan::storage::{
+use capstan_apiserver::storage::{
     ItemFilter, ListOptions, ObjectKey, ResourceKey, ResourceVersionMatch, Storage, StorageError,
     WatchEventType, WatchStream,
 };
+use capstan_datastore::Engine;
 use common::{EVENT_TIMEOUT, TestDatabase};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ fn names(items: &[Value]) -> Vec<String> {
         .collect()
 }
 
-async fn next(watch: &mut WatchStream) -> capstan::storage::WatchEvent {
+async fn next(watch: &mut WatchStream) -> capstan_apiserver::storage::WatchEvent {
     match tokio::time::timeout(EVENT_TIMEOUT, watch.next()).await {
         Ok(Some(Ok(event))) => event,
         other => panic!("expected a watch event, got {other:?}"),

@@ -11,7 +11,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use capstan::datastore::{DatastoreConfig, Store};
+use capstan_datastore::{DatastoreConfig, Store};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;

@@ -4,8 +4,8 @@
 //! back without a panic, as the server does when it answers in protobuf.
 #![no_main]
 
-use capstan::api::body::{BodyFormat, decode_object};
-use capstan::api::protobuf;
+use capstan_apiserver::api::body::{BodyFormat, decode_object};
+use capstan_apiserver::api::protobuf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::str::FromStr;
 
-use capstan::join::protocol::ClusterToken;
+use capstan_machinery::join::ClusterToken;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! a token that decodes must encode to one that decodes to the same thing.
 #![no_main]
 
-use capstan::storage::ContinueToken;
+use capstan_apiserver::storage::ContinueToken;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! order follows the raw term text, as upstream's does, so `==` and `=` may sort apart).
 #![no_main]
 
-use capstan::api::selector::{FieldSelector, field_value};
+use capstan_machinery::selector::{FieldSelector, field_value};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! decoded message must survive encoding and decoding again.
 #![no_main]
 
-use capstan::join::protocol::{AgentMessage, ServerMessage};
+use capstan_machinery::join::{AgentMessage, ServerMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! two JSON documents one after the other: the object, then the patch.
 #![no_main]
 
-use capstan::patch::json_patch;
+use capstan_patch::json_patch;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! and whatever parses must print back to a selector that parses to the same thing.
 #![no_main]
 
-use capstan::api::selector::LabelSelector;
+use capstan_machinery::selector::LabelSelector;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

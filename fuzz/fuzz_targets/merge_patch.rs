@@ -3,7 +3,7 @@
 //! a merge patch twice changes nothing more (the RFC's idempotence).
 #![no_main]
 
-use capstan::patch::merge_patch;
+use capstan_patch::merge_patch;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

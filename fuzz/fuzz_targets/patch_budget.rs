@@ -9,11 +9,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use capstan::patch::{
+use capstan_patch::{
     Budget, FieldManager, ObjectType, SchemaRef, json_patch_within, merge_patch_within,
     server_side_apply_within, size_of, strategic_merge_patch_within,
 };
-use capstan::registry::schema::builtin_definitions;
+use capstan_apiserver::registry::schema::builtin_definitions;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

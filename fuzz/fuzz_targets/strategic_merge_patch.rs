@@ -4,8 +4,8 @@
 //! key (containers, ports, volumes…) is exercised; other kinds merge without a schema.
 #![no_main]
 
-use capstan::patch::{SchemaRef, strategic_merge_patch};
-use capstan::registry::schema::builtin_definitions;
+use capstan_patch::{SchemaRef, strategic_merge_patch};
+use capstan_apiserver::registry::schema::builtin_definitions;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

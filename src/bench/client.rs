@@ -73,9 +73,9 @@ impl ClusterArgs {
                 Some(path) => {
                     let pem = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    crate::agent::tls::verifying(&pem)?
+                    capstan_agent::tls::verifying(&pem)?
                 }
-                None => crate::agent::tls::unverified(),
+                None => capstan_agent::tls::unverified(),
             };
             let tls = with_h2(tls);
             return self

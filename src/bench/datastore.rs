@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::datastore::{DatastoreConfig, KeyRange, ListRequest, Store, WriteOp, WriteOutcome};
+use capstan_datastore::{DatastoreConfig, KeyRange, ListRequest, Store, WriteOp, WriteOutcome};
 
 use super::report::{
     AppliedWrite, DatastoreBenchReport, ReaderLog, WatcherLog, WriterLog, percentile_ms,
@@ -449,7 +449,7 @@ fn random_start(rng: &mut impl Rng) -> String {
 }
 
 async fn watch_until_stopped(
-    mut watch: crate::datastore::Watch,
+    mut watch: capstan_datastore::Watch,
     instance: usize,
     stop: CancellationToken,
 ) -> WatcherLog {

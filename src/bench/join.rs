@@ -12,9 +12,9 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::client::{self, Credentials, Ended};
-use crate::agent::{self, tls};
-use crate::join::protocol::ClusterToken;
+use capstan_agent::client::{self, Credentials, Ended};
+use capstan_agent::{self, tls};
+use capstan_machinery::join::ClusterToken;
 
 /// How long one simulated registration may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,11 +91,11 @@ pub async fn run(args: JoinBenchArgs) -> anyhow::Result<JoinBenchReport> {
     let servers = args
         .servers
         .iter()
-        .map(|server| agent::server_address(server.trim()))
+        .map(|server| capstan_agent::server_address(server.trim()))
         .collect::<Result<Vec<_>, _>>()?;
     anyhow::ensure!(!servers.is_empty(), "--server names no server");
     let token: ClusterToken = args.token.parse()?;
-    let ca_pem = agent::fetch_ca(&servers, &token)
+    let ca_pem = capstan_agent::fetch_ca(&servers, &token)
         .await?
         .context("no registration address answered GET /cacerts")?;
     let tls = tls::verifying(&ca_pem)?;

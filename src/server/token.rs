@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cluster::bootstrap::{self, BootstrapError, BootstrapState, ClusterSettings};
 use crate::config::{self, ConfigError, ServerConfig, ServerFlags};
-use crate::datastore::{DatastoreError, Store};
-use crate::join::protocol::{ClusterToken, TokenError, ca_hash};
+use capstan_cluster::bootstrap::{self, BootstrapError, BootstrapState, ClusterSettings};
+use capstan_datastore::{DatastoreError, Store};
+use capstan_machinery::join::{ClusterToken, TokenError, ca_hash};
 
 /// Why the cluster token could not be settled.
 #[derive(Debug, thiserror::Error)]

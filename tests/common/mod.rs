@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub mod server;
 
-use capstan::datastore::{DatastoreConfig, Engine, Event, Store, Watch, masked};
+use capstan_datastore::{DatastoreConfig, Engine, Event, Store, Watch, masked};
 use sqlx::Connection;
 
 /// The Postgres server tests run against when `CAPSTAN_TEST_POSTGRES` is unset.

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use capstan::config::ServerConfig;
-use capstan::datastore::Engine;
 use capstan::server::ServerError;
+use capstan_datastore::Engine;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

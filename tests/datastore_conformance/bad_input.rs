@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use capstan::datastore::{
+use capstan_datastore::{
     DatastoreError, Engine, KeyRange, MAX_KEY_BYTES, MAX_VALUE_BYTES, Store, WriteOp, WriteOutcome,
 };
 
@@ -134,9 +134,9 @@ async fn values_up_to_the_limit_are_stored_and_larger_ones_refused(db: &TestData
 
 async fn an_unreachable_database_fails_to_open_naming_the_endpoint(db: &TestDatabase) {
     let endpoint = db.unreachable_endpoint();
-    let config = capstan::datastore::DatastoreConfig {
+    let config = capstan_datastore::DatastoreConfig {
         acquire_timeout_ms: 2_000,
-        ..capstan::datastore::DatastoreConfig::for_endpoint(endpoint.clone())
+        ..capstan_datastore::DatastoreConfig::for_endpoint(endpoint.clone())
     };
 
     // The folder around a SQLite path is /tmp here: opening must not make it private.

@@ -1,7 +1,7 @@
 //! Contended writers on one server: compare-and-swap makes every increment count exactly
 //! once, the revisions they take are one gap-free run, and a watcher sees all of them.
 
-use capstan::datastore::KeyRange;
+use capstan_datastore::KeyRange;
 
 use crate::common::{TestDatabase, events_through};
 use crate::support::{

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use capstan::datastore::{
+use capstan_datastore::{
     CompactionState, DatastoreError, EventKind, KeyRange, KeyValue, ListRequest, WriteOp,
 };
 use tokio_util::sync::CancellationToken;

@@ -2,7 +2,7 @@
 //! the same snapshot, however many writes land between pages), and counts.
 
 use bytes::Bytes;
-use capstan::datastore::{DatastoreError, KeyRange, KeyValue, ListPage, ListRequest, Store};
+use capstan_datastore::{DatastoreError, KeyRange, KeyValue, ListPage, ListRequest, Store};
 
 use crate::common::TestDatabase;
 use crate::support::applied;

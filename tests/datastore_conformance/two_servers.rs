@@ -3,7 +3,7 @@
 //! whichever server wrote it.
 
 use bytes::Bytes;
-use capstan::datastore::{DatastoreError, EventKind, KeyRange};
+use capstan_datastore::{DatastoreError, EventKind, KeyRange};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{EVENT_TIMEOUT, TestDatabase, events_through, next_event};

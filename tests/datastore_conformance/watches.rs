@@ -2,7 +2,7 @@
 //! revision order; history from the database first, then live events, with no seam.
 
 use bytes::Bytes;
-use capstan::datastore::{DatastoreError, Event, EventKind, KeyRange, ListRequest};
+use capstan_datastore::{DatastoreError, Event, EventKind, KeyRange, ListRequest};
 
 use crate::common::{TestDatabase, events_through, next_event};
 use crate::support::{applied, assert_every_revision_once, create_op};

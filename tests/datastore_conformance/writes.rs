@@ -2,7 +2,7 @@
 //! gap-free sequence; a failed comparison writes nothing and takes no revision.
 
 use bytes::Bytes;
-use capstan::datastore::{KeyRange, KeyValue, Result, Store, WriteOutcome};
+use capstan_datastore::{KeyRange, KeyValue, Result, Store, WriteOutcome};
 
 use crate::common::TestDatabase;
 use crate::support::{applied, create_op};

@@ -82,7 +82,7 @@ async fn discovery_finds_deployments_with_scale(server: &TestServer) {
 
 /// Shutdown drains watches: a server with a watch open stops in time, and the client's
 /// stream ends instead of hanging.
-async fn stop_with_open_watch(engine: capstan::datastore::Engine) {
+async fn stop_with_open_watch(engine: capstan_datastore::Engine) {
     let server = TestServer::start(engine).await;
     let api: Api<ConfigMap> = Api::namespaced(server.client.clone(), "default");
     let mut stream = api
@@ -108,10 +108,10 @@ async fn stop_with_open_watch(engine: capstan::datastore::Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_stop_with_open_watch() {
-    stop_with_open_watch(capstan::datastore::Engine::Sqlite).await;
+    stop_with_open_watch(capstan_datastore::Engine::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stop_with_open_watch() {
-    stop_with_open_watch(capstan::datastore::Engine::Postgres).await;
+    stop_with_open_watch(capstan_datastore::Engine::Postgres).await;
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use capstan::datastore::Engine;
+use capstan_datastore::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};

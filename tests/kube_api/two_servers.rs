@@ -19,7 +19,7 @@ const CROSS_SERVER_LIMIT: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_watch_on_one_server_sees_create_through_other() {
-    let (a, b) = TestServer::start_pair(capstan::datastore::Engine::Postgres).await;
+    let (a, b) = TestServer::start_pair(capstan_datastore::Engine::Postgres).await;
     let checked = tokio::time::timeout(crate::SCENARIO_LIMIT, async {
         let on_a: Api<ConfigMap> = Api::namespaced(a.client.clone(), "default");
         let on_b: Api<ConfigMap> = Api::namespaced(b.client.clone(), "default");
@@ -63,7 +63,7 @@ async fn postgres_watch_on_one_server_sees_create_through_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_watcher_on_one_server_sees_every_change_through_other() {
-    let (a, b) = TestServer::start_pair(capstan::datastore::Engine::Postgres).await;
+    let (a, b) = TestServer::start_pair(capstan_datastore::Engine::Postgres).await;
     let checked = tokio::time::timeout(crate::SCENARIO_LIMIT, async {
         let on_a: Api<ConfigMap> = Api::namespaced(a.client.clone(), "default");
         let on_b: Api<ConfigMap> = Api::namespaced(b.client.clone(), "default");
@@ -94,7 +94,7 @@ async fn postgres_watcher_on_one_server_sees_every_change_through_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stale_write_on_one_server_conflicts_with_other() {
-    let (a, b) = TestServer::start_pair(capstan::datastore::Engine::Postgres).await;
+    let (a, b) = TestServer::start_pair(capstan_datastore::Engine::Postgres).await;
     let checked = tokio::time::timeout(crate::SCENARIO_LIMIT, async {
         let on_a: Api<ConfigMap> = Api::namespaced(a.client.clone(), "default");
         let on_b: Api<ConfigMap> = Api::namespaced(b.client.clone(), "default");

@@ -1,0 +1,7 @@
+//! What every Capstan crate shares about Kubernetes objects and the wire, with no I/O: label
+//! and field selectors, Kubernetes time formats, and the join protocol agents and servers
+//! speak.
+
+pub mod join;
+pub mod selector;
+pub mod time;
