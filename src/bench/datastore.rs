@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use capstan_datastore::{DatastoreConfig, KeyRange, ListRequest, Store, WriteOp, WriteOutcome};
 
 use super::report::{
-    AppliedWrite, DatastoreBenchReport, ReaderLog, WatcherLog, WriterLog, percentile_ms,
+    AppliedWrite, DatastoreBenchReport, ReaderLog, RunShape, WatcherLog, WriterLog, percentile_ms,
     print_text, summarise,
 };
 
@@ -232,7 +232,12 @@ async fn drive(
     }
 
     let engine = stores[0].engine().name().to_string();
-    let mut report = summarise(args, engine, elapsed, &logs, &reads, &watcher_logs);
+    let shape = RunShape {
+        servers: args.servers,
+        writers: args.writers,
+        value_bytes: args.value_bytes,
+    };
+    let mut report = summarise(&shape, engine, elapsed, &logs, &reads, &watcher_logs);
     report.list_table_keys = args.keys.min(report.writes as usize) + args.preload;
     if let Some((compact_from, stats, took)) = compaction {
         let (before, during): (Vec<_>, Vec<_>) = logs

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::datastore::DatastoreBenchArgs;
-
 /// The measurements, with the field names `--json` prints.
 #[derive(Debug, Serialize)]
 pub struct DatastoreBenchReport {
@@ -115,8 +113,18 @@ pub(crate) struct ReaderLog {
     pub(crate) lists: Vec<Duration>,
 }
 
+/// What a run was asked to do, as the report repeats it.
+pub(crate) struct RunShape {
+    /// Store instances (servers) sharing the database.
+    pub(crate) servers: usize,
+    /// Concurrent writers.
+    pub(crate) writers: usize,
+    /// Bytes per written value.
+    pub(crate) value_bytes: usize,
+}
+
 pub(crate) fn summarise(
-    args: &DatastoreBenchArgs,
+    args: &RunShape,
     engine: String,
     elapsed: Duration,
     writers: &[WriterLog],
