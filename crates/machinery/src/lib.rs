@@ -1,7 +1,10 @@
-//! What every Capstan crate shares about Kubernetes objects and the wire, with no I/O: label
-//! and field selectors, Kubernetes time formats, and the join protocol agents and servers
-//! speak.
+//! What every Capstan crate shares about Kubernetes objects and the wire, with no I/O: typed
+//! views of object metadata, label and field selectors, Kubernetes time formats, and the
+//! join protocol agents and servers speak.
 
 pub mod join;
+pub mod meta;
 pub mod selector;
 pub mod time;
+
+pub use meta::{Meta, MetaMut, OwnerRef, meta, meta_mut};
