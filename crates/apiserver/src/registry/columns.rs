@@ -6,12 +6,26 @@
 //! Cells that show a time relative to now (a CronJob's LAST SCHEDULE, an event's LAST SEEN,
 //! a pod's `3 (5m ago)` restarts) read the wall clock: `ColumnValue::Computed` gets only the
 //! object. AGE itself is `ColumnValue::Age`, measured from the `now` the table renderer gets.
+//!
+//! Each kind's set is a function (`columns::pod`) that its row in `builtin.rs` names; NAME
+//! and AGE are added by the table renderer unless the set places them itself (AGE where it
+//! is not last, as for pods and nodes; events and the default NAME + CREATED AT list every
+//! column).
 
 mod core_kinds;
 mod events;
 mod network;
 mod storage;
 mod workloads;
+
+pub(crate) use core_kinds::{
+    addon, config_map, lease, namespace, node, priority_class, resource_quota, role_binding,
+    secret, service_account,
+};
+pub(crate) use events::event;
+pub(crate) use network::{endpoint_slice, endpoints, service};
+pub(crate) use storage::{persistent_volume, persistent_volume_claim};
+pub(crate) use workloads::{cron_job, daemon_set, deployment, job, pod, replica_set, stateful_set};
 
 use std::time::SystemTime;
 
@@ -25,43 +39,9 @@ pub const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is r
 /// `metav1.ObjectMeta` documentation of `creationTimestamp`, the AGE column's description.
 pub const AGE_DESCRIPTION: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
-/// The columns of a built-in kind besides NAME and AGE (see [`Column`]); AGE is listed
-/// where it is not last (pods, nodes...), and kinds that place NAME themselves (events,
-/// kinds shown as NAME + CREATED AT) list every column.
-pub fn builtin_columns(group: &str, kind: &str) -> Vec<Column> {
-    match (group, kind) {
-        ("", "Pod") => workloads::pod(),
-        ("apps", "Deployment") => workloads::deployment(),
-        ("apps", "ReplicaSet") => workloads::replica_set(),
-        ("apps", "StatefulSet") => workloads::stateful_set(),
-        ("apps", "DaemonSet") => workloads::daemon_set(),
-        ("batch", "Job") => workloads::job(),
-        ("batch", "CronJob") => workloads::cron_job(),
-        ("", "Namespace") => core_kinds::namespace(),
-        ("", "Node") => core_kinds::node(),
-        ("", "Service") => network::service(),
-        ("", "Endpoints") => network::endpoints(),
-        ("discovery.k8s.io", "EndpointSlice") => network::endpoint_slice(),
-        ("", "ConfigMap") => core_kinds::config_map(),
-        ("", "Secret") => core_kinds::secret(),
-        ("", "ServiceAccount") => core_kinds::service_account(),
-        ("", "Event") | ("events.k8s.io", "Event") => events::event(),
-        ("", "ResourceQuota") => core_kinds::resource_quota(),
-        ("", "PersistentVolume") => storage::persistent_volume(),
-        ("", "PersistentVolumeClaim") => storage::persistent_volume_claim(),
-        ("coordination.k8s.io", "Lease") => core_kinds::lease(),
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
-            core_kinds::role_binding()
-        }
-        ("scheduling.k8s.io", "PriorityClass") => core_kinds::priority_class(),
-        (super::builtin::ADDON_GROUP, "Addon") => core_kinds::addon(),
-        // Kinds without a printer upstream get the default table: NAME and CREATED AT.
-        _ => created_at(),
-    }
-}
-
-/// NAME and CREATED AT (the RFC 3339 creation time), kube-apiserver's default table.
-fn created_at() -> Vec<Column> {
+/// NAME and CREATED AT (the RFC 3339 creation time), kube-apiserver's default table, for
+/// kinds without a printer upstream.
+pub(crate) fn created_at() -> Vec<Column> {
     vec![
         Column {
             name: "Name".to_string(),

@@ -1,5 +1,5 @@
 //! CustomResourceDefinitions as served kinds: the checks kube-apiserver makes before it
-//! stores a CRD ([`validate_crd`], the API layer's hook for `customresourcedefinitions`)
+//! stores a CRD ([`check_crd_write`], the `validate` hook of `customresourcedefinitions`)
 //! and the [`ResourceType`]s a CRD turns into ([`resource_types`], one per served
 //! version), which the CRD controller hands to [`super::Registry::set_custom`].
 //!
@@ -9,10 +9,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use capstan_machinery::{meta, meta_mut};
+use serde_json::Value;
 
 use super::error::FieldError;
-use super::kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
+use super::kind::{
+    Behaviour, Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources,
+};
 use super::validate::{check_label, check_subdomain};
 
 /// The API group of CustomResourceDefinitions.
@@ -155,6 +158,7 @@ pub fn resource_types(crd: &Value) -> Result<Vec<ResourceType>, Vec<FieldError>>
                 )),
                 strategic_merge: false,
                 has_spec_generation: true,
+                behaviour: Behaviour::DEFAULT,
             }
         })
         .collect())
@@ -221,7 +225,7 @@ pub fn validate_crd(crd: &Value) -> Vec<FieldError> {
             "should be a domain with at least one dot",
         ));
     }
-    let name = crd["metadata"]["name"].as_str().unwrap_or("");
+    let name = meta(crd).name().unwrap_or("");
     let expected = format!("{}.{group}", names.plural);
     if name != expected {
         errors.push(invalid(
@@ -442,34 +446,17 @@ fn check_subresources(subresources: &Value, field: &str, errors: &mut Vec<FieldE
 
 /// Adds the cleanup finalizer to a CRD (so its objects are deleted before it goes).
 pub fn add_cleanup_finalizer(crd: &mut Value) {
-    if !crd["metadata"]["finalizers"].is_array() {
-        crd["metadata"]["finalizers"] = json!([]);
-    }
-    if let Some(list) = crd["metadata"]["finalizers"].as_array_mut()
-        && !list.iter().any(|f| f == CLEANUP_FINALIZER)
-    {
-        list.push(json!(CLEANUP_FINALIZER));
-    }
+    meta_mut(crd).add_finalizer(CLEANUP_FINALIZER);
 }
 
-/// Kind-specific validation of a written object, the same for the API and the manifest
-/// deployer: ConfigMaps and Secrets by their data size, custom resources against their structural schema (pruning unknown fields),
-/// CustomResourceDefinitions by the CRD rules (and given their cleanup finalizer).
-pub fn validate_write(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
-    if let Some(cause) = super::validate::check_data_size(kind, object) {
-        return vec![cause];
+/// The `validate` hook of `customresourcedefinitions`: the CRD rules, and a valid CRD gets
+/// its cleanup finalizer.
+pub fn check_crd_write(crd: &mut Value) -> Vec<FieldError> {
+    let causes = validate_crd(crd);
+    if causes.is_empty() {
+        add_cleanup_finalizer(crd);
     }
-    match &kind.schema {
-        SchemaSource::Inline(schema) => super::validate_and_prune(schema, object),
-        _ if kind.group == CRD_GROUP && kind.resource == "customresourcedefinitions" => {
-            let causes = validate_crd(object);
-            if causes.is_empty() {
-                add_cleanup_finalizer(object);
-            }
-            causes
-        }
-        _ => Vec::new(),
-    }
+    causes
 }
 
 #[cfg(test)]

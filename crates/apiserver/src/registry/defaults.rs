@@ -2,10 +2,10 @@
 //! fields clients read back most (`kubectl describe` shows them, controllers rely on them):
 //! a pod spec's restart and DNS policy, each container's pull policy and port protocol, a
 //! Deployment's strategy, a Service's ports. Only missing fields are set.
+//!
+//! One function per kind; a kind's row in `builtin.rs` names it (`defaults: Some(..)`).
 
 use serde_json::{Value, json};
-
-use super::kind::ResourceType;
 
 /// Sets `object[path]` to `value` when it is missing (`null`), creating missing parents;
 /// a parent that is not an object (a malformed body) is left alone.
@@ -22,18 +22,6 @@ fn default_at(object: &mut Value, path: &[&str], value: Value) {
     }
     if target.is_null() {
         *target = value;
-    }
-}
-
-/// Where the pod spec lives in objects of `kind`, if they carry one.
-fn pod_spec_path(kind: &ResourceType) -> Option<&'static [&'static str]> {
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "Pod") => Some(&["spec"]),
-        ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch", "Job") => {
-            Some(&["spec", "template", "spec"])
-        }
-        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
-        _ => None,
     }
 }
 
@@ -72,52 +60,84 @@ fn default_pod_spec(spec: &mut Value, restart_policy: &str) {
     }
 }
 
-/// Fills in the defaults of a new object of `kind`.
-pub fn apply_defaults(kind: &ResourceType, object: &mut Value) {
-    if let Some(path) = pod_spec_path(kind) {
-        let restart_policy = if kind.group == "batch" {
-            "Never"
-        } else {
-            "Always"
-        };
-        let spec = path
-            .iter()
-            .try_fold(&mut *object, |value, segment| value.get_mut(*segment));
-        if let Some(spec) = spec {
-            default_pod_spec(spec, restart_policy);
-        }
+/// Defaults the pod spec at `path` (a pod's `spec`, a workload's template), when present.
+fn default_pod_spec_at(object: &mut Value, path: &[&str], restart_policy: &str) {
+    let spec = path
+        .iter()
+        .try_fold(&mut *object, |value, segment| value.get_mut(*segment));
+    if let Some(spec) = spec {
+        default_pod_spec(spec, restart_policy);
     }
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "Namespace") => {
-            object["spec"]["finalizers"] = json!(["kubernetes"]);
-            object["status"] = json!({"phase": "Active"});
+}
+
+/// The pod template of the workload kinds.
+const TEMPLATE: &[&str] = &["spec", "template", "spec"];
+
+/// `v1 Pod`.
+pub fn pod(object: &mut Value) {
+    default_pod_spec_at(object, &["spec"], "Always");
+    default_at(object, &["status", "phase"], json!("Pending"));
+}
+
+/// `apps/v1 Deployment`: one replica, upstream's rolling update and history limits.
+pub fn deployment(object: &mut Value) {
+    default_pod_spec_at(object, TEMPLATE, "Always");
+    default_at(object, &["spec", "replicas"], json!(1));
+    default_at(object, &["spec", "revisionHistoryLimit"], json!(10));
+    default_at(object, &["spec", "progressDeadlineSeconds"], json!(600));
+    let strategy = &mut object["spec"]["strategy"];
+    if strategy.as_object().is_none_or(|s| s.is_empty()) {
+        *strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
+    }
+}
+
+/// `apps/v1 ReplicaSet` and `StatefulSet`: one replica.
+pub fn replicated(object: &mut Value) {
+    default_pod_spec_at(object, TEMPLATE, "Always");
+    default_at(object, &["spec", "replicas"], json!(1));
+}
+
+/// `apps/v1 DaemonSet`.
+pub fn daemon_set(object: &mut Value) {
+    default_pod_spec_at(object, TEMPLATE, "Always");
+}
+
+/// `batch/v1 Job`: its pods are not restarted in place.
+pub fn job(object: &mut Value) {
+    default_pod_spec_at(object, TEMPLATE, "Never");
+}
+
+/// `batch/v1 CronJob`: as its jobs.
+pub fn cron_job(object: &mut Value) {
+    default_pod_spec_at(
+        object,
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+        "Never",
+    );
+}
+
+/// `v1 Namespace`: the `kubernetes` finalizer (the namespace controller empties it before
+/// the namespace goes) and phase `Active`.
+pub fn namespace(object: &mut Value) {
+    object["spec"]["finalizers"] = json!(["kubernetes"]);
+    object["status"] = json!({"phase": "Active"});
+}
+
+/// `v1 Secret`: type `Opaque`.
+pub fn secret(object: &mut Value) {
+    default_at(object, &["type"], json!("Opaque"));
+}
+
+/// `v1 Service`: `ClusterIP`, and each port's protocol and target port.
+pub fn service(object: &mut Value) {
+    default_at(object, &["spec", "type"], json!("ClusterIP"));
+    default_at(object, &["spec", "sessionAffinity"], json!("None"));
+    if let Some(ports) = object["spec"]["ports"].as_array_mut() {
+        for port in ports {
+            default_at(port, &["protocol"], json!("TCP"));
+            let number = port["port"].clone();
+            default_at(port, &["targetPort"], number);
         }
-        ("", "Pod") => default_at(object, &["status", "phase"], json!("Pending")),
-        ("", "Secret") => default_at(object, &["type"], json!("Opaque")),
-        ("", "Service") => {
-            default_at(object, &["spec", "type"], json!("ClusterIP"));
-            default_at(object, &["spec", "sessionAffinity"], json!("None"));
-            if let Some(ports) = object["spec"]["ports"].as_array_mut() {
-                for port in ports {
-                    default_at(port, &["protocol"], json!("TCP"));
-                    let number = port["port"].clone();
-                    default_at(port, &["targetPort"], number);
-                }
-            }
-        }
-        ("apps", "Deployment") => {
-            default_at(object, &["spec", "replicas"], json!(1));
-            default_at(object, &["spec", "revisionHistoryLimit"], json!(10));
-            default_at(object, &["spec", "progressDeadlineSeconds"], json!(600));
-            let strategy = &mut object["spec"]["strategy"];
-            if strategy.as_object().is_none_or(|s| s.is_empty()) {
-                *strategy = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
-            }
-        }
-        ("apps", "ReplicaSet" | "StatefulSet") => {
-            default_at(object, &["spec", "replicas"], json!(1));
-        }
-        _ => {}
     }
 }
 
@@ -136,7 +156,8 @@ mod tests {
             {"name": "web", "image": "nginx:1.25", "ports": [{"containerPort": 80}]},
             {"name": "tool", "image": "busybox"},
         ]}}, "strategy": {}}});
-        apply_defaults(&kind, &mut object);
+        let defaults = kind.behaviour.defaults.expect("the kind has defaults");
+        defaults(&mut object);
         let containers = &object["spec"]["template"]["spec"]["containers"];
         assert_eq!(containers[0]["ports"][0]["protocol"], "TCP");
         assert_eq!(containers[0]["imagePullPolicy"], "IfNotPresent");
@@ -156,7 +177,8 @@ mod tests {
             .lookup("", "v1", "services")
             .expect("served");
         let mut object = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": 8080, "protocol": "UDP"}]}});
-        apply_defaults(&kind, &mut object);
+        let defaults = kind.behaviour.defaults.expect("the kind has defaults");
+        defaults(&mut object);
         assert_eq!(object["spec"]["type"], "NodePort");
         assert_eq!(
             object["spec"]["ports"][0],

@@ -1,10 +1,16 @@
 //! One served kind, as data: what the generic REST path, discovery, OpenAPI and Table
 //! output need to know about it. Built-in kinds are rows of `builtin.rs`; custom resources
 //! get the same struct from their CustomResourceDefinition (`crd.rs`).
+//!
+//! What a kind does differently from the rest (a pod's graceful deletion, a namespace's
+//! lifecycle, a Secret's `stringData`) is a field of its [`Behaviour`], set by its row:
+//! generic code asks the kind, never compares its name.
 
 use std::sync::Arc;
 
 use serde_json::Value;
+
+use super::error::FieldError;
 
 /// One resource of one group/version.
 #[derive(Debug, Clone)]
@@ -41,6 +47,93 @@ pub struct ResourceType {
     /// Whether writes to the main resource bump `metadata.generation` on spec changes and
     /// ignore `status` (true when a `status` subresource exists).
     pub has_spec_generation: bool,
+    /// What the object store and the REST path do differently for this kind.
+    pub behaviour: Behaviour,
+}
+
+/// Per-kind rules of the write path (kube-apiserver's per-kind `Strategy`): every field is
+/// off in [`Behaviour::DEFAULT`], which custom resources get.
+#[derive(Debug, Clone, Copy)]
+pub struct Behaviour {
+    /// How names are checked.
+    pub name_rule: NameRule,
+    /// Fills in the defaults of a new object (only missing fields).
+    pub defaults: Option<fn(&mut Value)>,
+    /// Checks a written object beyond its metadata and schema, possibly completing it;
+    /// returns the problems found.
+    pub validate: Option<fn(&mut Value) -> Vec<FieldError>>,
+    /// Fields whose total size is capped at [`super::validate::MAX_DATA_BYTES`].
+    pub data_limit: Option<DataLimit>,
+    /// Fields an update may not change (dotted paths, e.g. `spec.selector`).
+    pub immutable_fields: &'static [&'static str],
+    /// `immutable: true` freezes `data` and `binaryData` (and itself).
+    pub freezable_data: bool,
+    /// `stringData` is a write-only convenience, folded into `data` as base64.
+    pub string_data: bool,
+    /// An object bound to a node (`spec.nodeName`) is left to its kubelet to stop: a delete
+    /// marks it with a grace period (`spec.terminationGracePeriodSeconds`, 30 s) instead
+    /// of removing it.
+    pub graceful_deletion: bool,
+    /// A delete answers with the deleted object rather than a `Status`.
+    pub return_deleted_object: bool,
+    /// The kind is the namespace of NamespaceLifecycle: the object store keeps its
+    /// namespace cache from writes to it, a delete marks it `Terminating`, its deletion
+    /// also waits for `spec.finalizers`, and its `spec` changes only through the
+    /// `finalize` subresource.
+    pub namespace_lifecycle: bool,
+}
+
+impl Behaviour {
+    /// No special rules: names are DNS subdomains, nothing is defaulted or frozen.
+    pub const DEFAULT: Behaviour = Behaviour {
+        name_rule: NameRule::Subdomain,
+        defaults: None,
+        validate: None,
+        data_limit: None,
+        immutable_fields: &[],
+        freezable_data: false,
+        string_data: false,
+        graceful_deletion: false,
+        return_deleted_object: false,
+        namespace_lifecycle: false,
+    };
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::DEFAULT
+    }
+}
+
+/// How a kind's names are checked (upstream's `ValidateNameFunc`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// DNS-1123 subdomain: at most 253 characters, lowercase alphanumerics, `-` and `.`.
+    Subdomain,
+    /// DNS-1123 label: at most 63 characters, lowercase alphanumerics and `-`.
+    Label,
+    /// DNS-1035 label (services): a label that starts with a letter.
+    Dns1035,
+    /// Path segment (RBAC): anything but `/`, `%`, `.` and `..`.
+    PathSegment,
+}
+
+/// Where a kind keeps data whose total size is capped, and the field an error names.
+#[derive(Debug, Clone, Copy)]
+pub struct DataLimit {
+    /// The maps whose values count.
+    pub fields: &'static [DataField],
+    /// The field named in the error (`[]` for the whole object).
+    pub error_field: &'static str,
+}
+
+/// One map of a [`DataLimit`].
+#[derive(Debug, Clone, Copy)]
+pub struct DataField {
+    /// Its name, a top-level field (`data`).
+    pub name: &'static str,
+    /// Whether its values are base64 and count decoded.
+    pub base64: bool,
 }
 
 /// Subresources a kind serves.
@@ -136,25 +229,6 @@ impl ResourceType {
             crate::storage::CORE_GROUP
         } else {
             &self.group
-        }
-    }
-}
-
-impl ResourceType {
-    /// The kind's schema as the patch engines (strategic merge, apply) need it.
-    pub fn object_type(&self) -> capstan_patch::ObjectType<'_> {
-        use capstan_patch::{NoSchema, ObjectType, SchemaRef};
-        let schema = match &self.schema {
-            SchemaSource::Definition(name) => {
-                SchemaRef::definition(super::schema::builtin_definitions(), name)
-            }
-            SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
-        };
-        let object_type = ObjectType::new(schema);
-        if self.subresources.status {
-            object_type.with_status_subresource()
-        } else {
-            object_type
         }
     }
 }

@@ -24,11 +24,14 @@ use std::sync::{Arc, RwLock};
 pub use builtin::{ADDON_GROUP, builtin_types};
 pub use columns::{AGE_DESCRIPTION, NAME_DESCRIPTION};
 pub use crd::{
-    CLEANUP_FINALIZER, CRD_GROUP, CrdNames, add_cleanup_finalizer, resource_types, storage_version,
-    validate_crd, validate_write,
+    CLEANUP_FINALIZER, CRD_GROUP, CrdNames, add_cleanup_finalizer, check_crd_write, resource_types,
+    storage_version, validate_crd,
 };
 pub use error::{FieldError, RegistryError};
-pub use kind::{Column, ColumnValue, ResourceType, ScalePaths, SchemaSource, Subresources};
+pub use kind::{
+    Behaviour, Column, ColumnValue, DataField, DataLimit, NameRule, ResourceType, ScalePaths,
+    SchemaSource, Subresources,
+};
 pub use patch_strategies::{FIELD_PATCH_META, FieldPatchMeta};
 pub use schema::{
     V3_REF_PREFIX, builtin_definitions, definition_name, direct_references, group_version_kind,
@@ -39,6 +42,7 @@ pub use store::{
     invalid, qualified_resource, timestamp,
 };
 pub use structural::{unknown_fields, validate_and_prune};
+pub use validate::validate_write;
 
 /// One group's versions, preferred first.
 #[derive(Debug, Clone)]

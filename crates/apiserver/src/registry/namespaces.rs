@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use capstan_machinery::meta;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -233,19 +234,18 @@ fn note_entry(
 }
 
 fn name_of(namespace: &Value) -> Option<&str> {
-    namespace["metadata"]["name"].as_str()
+    meta(namespace).name()
 }
 
 fn revision_of(namespace: &Value) -> Option<i64> {
-    namespace["metadata"]["resourceVersion"]
-        .as_str()
+    meta(namespace)
+        .resource_version()
         .and_then(|rv| rv.parse().ok())
 }
 
 /// A namespace refuses new content once it is marked for deletion.
 pub(crate) fn is_terminating(namespace: &Value) -> bool {
-    namespace["metadata"]["deletionTimestamp"].is_string()
-        || namespace["status"]["phase"] == "Terminating"
+    meta(namespace).is_deleting() || namespace["status"]["phase"] == "Terminating"
 }
 
 #[cfg(test)]

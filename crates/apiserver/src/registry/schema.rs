@@ -53,6 +53,23 @@ pub fn definition_name(resource: &ResourceType) -> String {
     }
 }
 
+impl ResourceType {
+    /// The kind's schema as the patch engines (strategic merge, apply) need it.
+    pub fn object_type(&self) -> capstan_patch::ObjectType<'_> {
+        use capstan_patch::{NoSchema, ObjectType, SchemaRef};
+        let schema = match &self.schema {
+            SchemaSource::Definition(name) => SchemaRef::definition(builtin_definitions(), name),
+            SchemaSource::Inline(schema) => SchemaRef::new(&NoSchema, schema),
+        };
+        let object_type = ObjectType::new(schema);
+        if self.subresources.status {
+            object_type.with_status_subresource()
+        } else {
+            object_type
+        }
+    }
+}
+
 /// `x-kubernetes-group-version-kind` of one kind.
 pub fn group_version_kind(group: &str, version: &str, kind: &str) -> Value {
     json!([{ "group": group, "version": version, "kind": kind }])

@@ -1,62 +1,46 @@
-//! Validation every object gets, whatever its kind: names, namespaces, labels and the
-//! `apiVersion`/`kind` it claims. Kind-specific rules (e.g. a Deployment's selector must
-//! match its template) are not checked yet; custom resources are checked against their
-//! schema by `crd.rs`.
+//! Validation of written objects: what every object gets whatever its kind (its name by
+//! the kind's [`NameRule`], labels, annotations: [`check_metadata`]), and what the kind's
+//! row asks for ([`validate_write`]): a data size cap, a custom resource's structural
+//! schema, the kind's own `validate` hook. Rules such as a Deployment's selector having to
+//! match its template are not checked yet.
 
+use capstan_machinery::meta;
 use serde_json::Value;
 
 use super::error::FieldError;
-use super::kind::ResourceType;
+pub use super::kind::NameRule;
+use super::kind::{ResourceType, SchemaSource};
 
-/// How a kind's names are checked (upstream's `ValidateNameFunc`s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameRule {
-    /// DNS-1123 subdomain: at most 253 characters, lowercase alphanumerics, `-` and `.`.
-    Subdomain,
-    /// DNS-1123 label: at most 63 characters, lowercase alphanumerics and `-`.
-    Label,
-    /// DNS-1035 label (services): a label that starts with a letter.
-    Dns1035,
-    /// Path segment (RBAC): anything but `/`, `%`, `.` and `..`.
-    PathSegment,
-}
-
-/// The name rule of a kind.
-pub fn name_rule(kind: &ResourceType) -> NameRule {
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "Namespace") => NameRule::Label,
-        ("", "Service") => NameRule::Dns1035,
-        ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
-        _ => NameRule::Subdomain,
+/// Kind-specific validation of a written object, the same for the API and the manifest
+/// deployer: the kind's data size cap (ConfigMaps, Secrets), custom resources against their
+/// structural schema (pruning unknown fields), then the kind's own hook (a
+/// CustomResourceDefinition's rules, which also give it its cleanup finalizer).
+pub fn validate_write(kind: &ResourceType, object: &mut Value) -> Vec<FieldError> {
+    if let Some(cause) = check_data_size(kind, object) {
+        return vec![cause];
+    }
+    match (&kind.schema, kind.behaviour.validate) {
+        (SchemaSource::Inline(schema), _) => super::validate_and_prune(schema, object),
+        (SchemaSource::Definition(_), Some(validate)) => validate(object),
+        (SchemaSource::Definition(_), None) => Vec::new(),
     }
 }
 
 /// The most bytes of data a ConfigMap or a Secret may hold (upstream's `MaxSecretSize`).
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
-/// Where a kind keeps data whose total size is capped at [`MAX_DATA_BYTES`], and the field
-/// the error names: a ConfigMap's `data` and `binaryData` (the whole object, `[]`), a
-/// Secret's `data` (decoded) and `stringData`.
-fn data_fields(kind: &ResourceType) -> Option<(&'static [(&'static str, bool)], &'static str)> {
-    match (kind.group.as_str(), kind.kind.as_str()) {
-        ("", "ConfigMap") => Some((&[("data", false), ("binaryData", true)], "[]")),
-        ("", "Secret") => Some((&[("data", true), ("stringData", false)], "data")),
-        _ => None,
-    }
-}
-
 /// The cause when `object` holds more data than its kind allows, as kube-apiserver words
 /// it: `Too long: must have at most 1048576 bytes`.
 pub fn check_data_size(kind: &ResourceType, object: &Value) -> Option<FieldError> {
-    let (fields, error_field) = data_fields(kind)?;
+    let limit = kind.behaviour.data_limit?;
     let mut total = 0usize;
-    for (field, base64) in fields {
-        let Some(map) = object[*field].as_object() else {
+    for field in limit.fields {
+        let Some(map) = object[field.name].as_object() else {
             continue;
         };
         for value in map.values() {
             let text = value.as_str().unwrap_or("");
-            total += if *base64 {
+            total += if field.base64 {
                 let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
                 (text.len() / 4 * 3 + text.len() % 4 * 3 / 4).saturating_sub(padding)
             } else {
@@ -65,7 +49,7 @@ pub fn check_data_size(kind: &ResourceType, object: &Value) -> Option<FieldError
         }
     }
     (total > MAX_DATA_BYTES).then(|| FieldError {
-        field: error_field.to_string(),
+        field: limit.error_field.to_string(),
         cause: "FieldValueTooLong",
         message: format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
     })
@@ -171,10 +155,10 @@ fn check_label_value(value: &str) -> Option<String> {
 /// find them. `name` is the final name (after `generateName`).
 pub fn check_metadata(kind: &ResourceType, object: &Value) -> Vec<FieldError> {
     let mut causes = Vec::new();
-    let meta = &object["metadata"];
-    match meta["name"].as_str() {
+    let meta = meta(object);
+    match meta.name() {
         Some(name) if !name.is_empty() => {
-            if let Some(problem) = check_name(name_rule(kind), name) {
+            if let Some(problem) = check_name(kind.behaviour.name_rule, name) {
                 causes.push(FieldError::invalid("metadata.name", name, &problem));
             }
         }
@@ -183,7 +167,7 @@ pub fn check_metadata(kind: &ResourceType, object: &Value) -> Vec<FieldError> {
             "name or generateName is required",
         )),
     }
-    if let Some(labels) = meta["labels"].as_object() {
+    if let Some(labels) = meta.labels() {
         for (key, value) in labels {
             if let Some(problem) = check_qualified_name(key) {
                 causes.push(FieldError::invalid("metadata.labels", key, &problem));
@@ -206,7 +190,7 @@ pub fn check_metadata(kind: &ResourceType, object: &Value) -> Vec<FieldError> {
             }
         }
     }
-    if let Some(annotations) = meta["annotations"].as_object() {
+    if let Some(annotations) = meta.annotations() {
         let mut total = 0;
         for (key, value) in annotations {
             if let Some(problem) = check_qualified_name(key) {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 
 use super::Call;
@@ -23,20 +24,6 @@ use capstan_patch::{
     ApplyError, Budget, FieldManager, PatchError, json_patch_within, merge_patch_within,
     record_update, server_side_apply, strategic_merge_patch_within,
 };
-
-/// Stores `managed` as `metadata.managedFields`, leaving the field out when it is empty.
-fn set_managed_fields(object: &mut Value, managed: Value) {
-    let empty = managed.as_array().is_none_or(Vec::is_empty);
-    match object["metadata"].as_object_mut() {
-        Some(meta) if empty => {
-            meta.remove("managedFields");
-        }
-        Some(meta) => {
-            meta.insert("managedFields".to_string(), managed);
-        }
-        None => {}
-    }
-}
 
 fn write_options(call: &Call) -> WriteOptions {
     WriteOptions {
@@ -143,7 +130,7 @@ pub(super) async fn create(call: Call, body: Body) -> Result<Response, ApiError>
     validate(&call, &mut object)?;
     let manager = field_manager(&call, Part::Main, "CreateOptions")?;
     let managed = record_update(None, &object, &manager, call.target.kind.object_type());
-    set_managed_fields(&mut object, managed);
+    meta_mut(&mut object).set_managed_fields(managed);
     let created = call
         .state
         .objects
@@ -182,8 +169,8 @@ pub(super) async fn update(call: Call, body: Body, part: Part) -> Result<Respons
             &write_options(&call),
             |current| {
                 let mut next = object.clone();
-                next["metadata"]["managedFields"] =
-                    record_update(Some(current), &next, &manager, kind.object_type());
+                let managed = record_update(Some(current), &next, &manager, kind.object_type());
+                meta_mut(&mut next).set("managedFields", managed);
                 Ok(next)
             },
         )
@@ -262,7 +249,7 @@ fn patched(
         }
     };
     let managed = record_update(Some(current), &next, manager, object_type);
-    set_managed_fields(&mut next, managed);
+    meta_mut(&mut next).set_managed_fields(managed);
     Ok(next)
 }
 
@@ -317,11 +304,12 @@ pub(super) async fn patch(call: Call, body: Body, part: Part) -> Result<Response
                 }
                 // The current resourceVersion came along with the object: only a version the
                 // patch itself sets is a precondition.
-                if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
-                    && patch["metadata"]["resourceVersion"].is_null()
-                    && let Some(meta) = next["metadata"].as_object_mut()
+                if meta(&next).resource_version() == meta(current).resource_version()
+                    && meta(&patch)
+                        .get("resourceVersion")
+                        .is_none_or(Value::is_null)
                 {
-                    meta.remove("resourceVersion");
+                    meta_mut(&mut next).remove_resource_version();
                 }
                 Ok(next)
             },
@@ -404,10 +392,10 @@ fn success_status(kind: &ResourceType, object: &Value) -> Value {
         "metadata": {},
         "status": "Success",
         "details": {
-            "name": object["metadata"]["name"],
+            "name": meta(object).name(),
             "group": kind.group,
             "kind": kind.resource,
-            "uid": object["metadata"]["uid"],
+            "uid": meta(object).uid(),
         },
     })
 }
@@ -424,7 +412,7 @@ pub(super) async fn delete(call: Call, body: Body) -> Result<Response, ApiError>
     Ok(match outcome {
         DeleteOutcome::Deleted(object) => {
             // Pods come back as the object (graceful deletion), other kinds as a Status.
-            if kind.group.is_empty() && kind.kind == "Pod" {
+            if kind.behaviour.return_deleted_object {
                 respond(
                     StatusCode::OK,
                     &represent(&call, &object),
@@ -463,8 +451,8 @@ pub(super) async fn delete_collection(call: Call, body: Body) -> Result<Response
             .list(&kind, call.namespace(), &listing)
             .await?;
         for object in page.items.iter().filter(|o| filter.matches(o)) {
-            let name = object["metadata"]["name"].as_str().unwrap_or("");
-            let namespace = object["metadata"]["namespace"].as_str();
+            let name = meta(object).name().unwrap_or("");
+            let namespace = meta(object).namespace();
             match call
                 .state
                 .objects

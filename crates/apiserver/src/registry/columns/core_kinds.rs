@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{age, cell, computed, count, list, or, text};
 use crate::registry::kind::Column;
 
-pub(super) fn namespace() -> Vec<Column> {
+pub(crate) fn namespace() -> Vec<Column> {
     vec![computed(
         "Status",
         "string",
@@ -16,7 +16,7 @@ pub(super) fn namespace() -> Vec<Column> {
     )]
 }
 
-pub(super) fn node() -> Vec<Column> {
+pub(crate) fn node() -> Vec<Column> {
     let info = |name: &str, description: &str, value: fn(&Value) -> Value| {
         computed(name, "string", 1, description, value)
     };
@@ -109,7 +109,7 @@ fn node_address(node: &Value, kind: &str) -> Value {
     or(address, "<none>")
 }
 
-pub(super) fn config_map() -> Vec<Column> {
+pub(crate) fn config_map() -> Vec<Column> {
     vec![computed(
         "Data",
         "string",
@@ -119,7 +119,7 @@ pub(super) fn config_map() -> Vec<Column> {
     )]
 }
 
-pub(super) fn secret() -> Vec<Column> {
+pub(crate) fn secret() -> Vec<Column> {
     vec![
         computed(
             "Type",
@@ -134,7 +134,7 @@ pub(super) fn secret() -> Vec<Column> {
     ]
 }
 
-pub(super) fn service_account() -> Vec<Column> {
+pub(crate) fn service_account() -> Vec<Column> {
     vec![computed(
         "Secrets",
         "string",
@@ -144,7 +144,7 @@ pub(super) fn service_account() -> Vec<Column> {
     )]
 }
 
-pub(super) fn resource_quota() -> Vec<Column> {
+pub(crate) fn resource_quota() -> Vec<Column> {
     vec![
         age(),
         computed(
@@ -192,7 +192,7 @@ fn quota_usage(quota: &Value, limits: bool) -> Value {
     cell(parts.join(", "))
 }
 
-pub(super) fn lease() -> Vec<Column> {
+pub(crate) fn lease() -> Vec<Column> {
     vec![computed(
         "Holder",
         "string",
@@ -202,7 +202,7 @@ pub(super) fn lease() -> Vec<Column> {
     )]
 }
 
-pub(super) fn role_binding() -> Vec<Column> {
+pub(crate) fn role_binding() -> Vec<Column> {
     vec![
         computed(
             "Role",
@@ -248,7 +248,7 @@ fn binding_subjects(binding: &Value, kind: &str) -> Value {
 }
 
 /// `printPriorityClass`: VALUE, GLOBAL-DEFAULT, AGE, PREEMPTIONPOLICY.
-pub(super) fn priority_class() -> Vec<Column> {
+pub(crate) fn priority_class() -> Vec<Column> {
     vec![
         computed(
             "Value",
@@ -282,7 +282,7 @@ pub(super) fn priority_class() -> Vec<Column> {
 }
 
 /// Capstan's `Addon`: the manifest file and its checksum, as K3s shows them.
-pub(super) fn addon() -> Vec<Column> {
+pub(crate) fn addon() -> Vec<Column> {
     vec![
         computed("Source", "string", 0, "The manifest file.", |a| {
             cell(text(a, "/spec/source"))

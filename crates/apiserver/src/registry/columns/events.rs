@@ -7,7 +7,7 @@ use crate::registry::kind::Column;
 
 /// Events of `v1` and `events.k8s.io/v1` (whose fields are renamed: `regarding`, `note`,
 /// `deprecated*`) print the same; NAME comes last and there is no AGE.
-pub(super) fn event() -> Vec<Column> {
+pub(crate) fn event() -> Vec<Column> {
     vec![
         computed(
             "Last Seen",

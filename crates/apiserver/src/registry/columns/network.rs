@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{age, cell, computed, format_labels, int, list, or, strings, text};
 use crate::registry::kind::Column;
 
-pub(super) fn service() -> Vec<Column> {
+pub(crate) fn service() -> Vec<Column> {
     vec![
         computed(
             "Type",
@@ -94,7 +94,7 @@ fn service_ports(service: &Value) -> Value {
     or(&ports.join(","), "<none>")
 }
 
-pub(super) fn endpoints() -> Vec<Column> {
+pub(crate) fn endpoints() -> Vec<Column> {
     vec![computed(
         "Endpoints",
         "string",
@@ -143,7 +143,7 @@ fn endpoints_list(endpoints: &Value) -> Value {
     cell(shown.join(","))
 }
 
-pub(super) fn endpoint_slice() -> Vec<Column> {
+pub(crate) fn endpoint_slice() -> Vec<Column> {
     vec![
         computed(
             "AddressType",

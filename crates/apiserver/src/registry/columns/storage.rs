@@ -50,7 +50,7 @@ fn unset(object: &Value, pointer: &str) -> Value {
     }
 }
 
-pub(super) fn persistent_volume() -> Vec<Column> {
+pub(crate) fn persistent_volume() -> Vec<Column> {
     let column = |name: &str, description: &str, value: fn(&Value) -> Value| {
         computed(name, "string", 0, description, value)
     };
@@ -109,7 +109,7 @@ pub(super) fn persistent_volume() -> Vec<Column> {
     ]
 }
 
-pub(super) fn persistent_volume_claim() -> Vec<Column> {
+pub(crate) fn persistent_volume_claim() -> Vec<Column> {
     vec![
         computed(
             "Status",

@@ -15,7 +15,7 @@ const CONTAINERS: &str = "Names of each container in the template.";
 const IMAGES: &str = "Images referenced by each container in the template.";
 const SELECTOR: &str = "A label query over pods that should match the replica count.";
 
-pub(super) fn pod() -> Vec<Column> {
+pub(crate) fn pod() -> Vec<Column> {
     vec![
         computed(
             "Ready",
@@ -288,7 +288,7 @@ fn desired(object: &Value) -> i64 {
         .unwrap_or(1)
 }
 
-pub(super) fn deployment() -> Vec<Column> {
+pub(crate) fn deployment() -> Vec<Column> {
     let mut columns = vec![
         computed(
             "Ready",
@@ -324,7 +324,7 @@ pub(super) fn deployment() -> Vec<Column> {
     columns
 }
 
-pub(super) fn replica_set() -> Vec<Column> {
+pub(crate) fn replica_set() -> Vec<Column> {
     let mut columns = vec![
         computed(
             "Desired",
@@ -354,7 +354,7 @@ pub(super) fn replica_set() -> Vec<Column> {
     columns
 }
 
-pub(super) fn stateful_set() -> Vec<Column> {
+pub(crate) fn stateful_set() -> Vec<Column> {
     let mut columns = vec![
         computed(
             "Ready",
@@ -375,7 +375,7 @@ pub(super) fn stateful_set() -> Vec<Column> {
     columns
 }
 
-pub(super) fn daemon_set() -> Vec<Column> {
+pub(crate) fn daemon_set() -> Vec<Column> {
     let status = |name: &str, description: &str, value: fn(&Value) -> Value| {
         computed(name, "integer", 0, description, value)
     };
@@ -419,7 +419,7 @@ pub(super) fn daemon_set() -> Vec<Column> {
     columns
 }
 
-pub(super) fn job() -> Vec<Column> {
+pub(crate) fn job() -> Vec<Column> {
     let mut columns = vec![
         computed("Status", "string", 0, "Status of the job.", job_status),
         computed(
@@ -486,7 +486,7 @@ fn job_duration(job: &Value) -> Value {
     ))
 }
 
-pub(super) fn cron_job() -> Vec<Column> {
+pub(crate) fn cron_job() -> Vec<Column> {
     const TEMPLATE: &str = "/spec/jobTemplate/spec/template";
     vec![
         computed(
