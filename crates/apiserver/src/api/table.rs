@@ -17,6 +17,7 @@
 
 use std::time::SystemTime;
 
+use capstan_machinery::meta;
 use serde_json::{Map, Value, json};
 
 use capstan_machinery::time::{age, human_duration_between, parse_timestamp};
@@ -83,8 +84,8 @@ pub fn render_object_table(
 ) -> Value {
     let columns = layout(kind);
     let mut metadata = Map::new();
-    if let Some(version) = object.pointer("/metadata/resourceVersion") {
-        metadata.insert("resourceVersion".to_string(), version.clone());
+    if let Some(version) = meta(object).resource_version() {
+        metadata.insert("resourceVersion".to_string(), json!(version));
     }
     json!({
         "kind": "Table",
@@ -164,16 +165,8 @@ fn row(
 /// One cell of one object.
 pub fn cell(column: &Column, object: &Value, now: SystemTime) -> Value {
     match &column.value {
-        ColumnValue::Name => object
-            .pointer("/metadata/name")
-            .cloned()
-            .unwrap_or_else(|| json!("")),
-        ColumnValue::Age => json!(age(
-            object
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str),
-            now
-        )),
+        ColumnValue::Name => json!(meta(object).name().unwrap_or("")),
+        ColumnValue::Age => json!(age(meta(object).creation_timestamp(), now)),
         ColumnValue::Path(path) => match lookup_path(object, path) {
             Some(value) => typed_cell(&column.column_type, value, now),
             None => Value::Null,

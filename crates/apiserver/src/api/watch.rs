@@ -19,6 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use capstan_machinery::meta;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -78,8 +79,8 @@ struct WatchState {
 fn object_key(object: &Value) -> String {
     format!(
         "{}/{}",
-        object["metadata"]["namespace"].as_str().unwrap_or(""),
-        object["metadata"]["name"].as_str().unwrap_or("")
+        meta(object).namespace().unwrap_or(""),
+        meta(object).name().unwrap_or("")
     )
 }
 
@@ -87,7 +88,7 @@ impl WatchState {
     fn selected(&self, object: &Value) -> bool {
         self.name
             .as_deref()
-            .is_none_or(|name| object["metadata"]["name"] == name)
+            .is_none_or(|name| meta(object).name() == Some(name))
             && self.filter.matches(object)
     }
 
@@ -107,7 +108,7 @@ impl WatchState {
             Representation::PartialObjectMetadata if event_type != "ERROR" => Some(json!({
                 "kind": "PartialObjectMetadata",
                 "apiVersion": "meta.k8s.io/v1",
-                "metadata": object["metadata"],
+                "metadata": meta(object).to_value(),
             })),
             _ => None,
         };
@@ -151,7 +152,7 @@ impl WatchState {
         object: &Value,
         previous: Option<&Value>,
     ) -> Option<Bytes> {
-        if let Some(version) = object["metadata"]["resourceVersion"].as_str() {
+        if let Some(version) = meta(object).resource_version() {
             self.last_version = version.to_string();
         }
         let key = object_key(object);

@@ -29,6 +29,7 @@ pub(crate) use workloads::{cron_job, daemon_set, deployment, job, pod, replica_s
 
 use std::time::SystemTime;
 
+use capstan_machinery::meta;
 use serde_json::Value;
 
 use super::kind::{Column, ColumnValue};
@@ -52,7 +53,7 @@ pub(crate) fn created_at() -> Vec<Column> {
             value: ColumnValue::Name,
         },
         computed("Created At", "date", 0, AGE_DESCRIPTION, |o| {
-            Value::String(text(o, "/metadata/creationTimestamp").to_string())
+            Value::String(meta(o).creation_timestamp().unwrap_or("").to_string())
         }),
     ]
 }

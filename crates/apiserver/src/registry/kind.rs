@@ -62,7 +62,7 @@ pub struct Behaviour {
     /// Checks a written object beyond its metadata and schema, possibly completing it;
     /// returns the problems found.
     pub validate: Option<fn(&mut Value) -> Vec<FieldError>>,
-    /// Fields whose total size is capped at [`super::validate::MAX_DATA_BYTES`].
+    /// Fields whose total size is capped (at 1 MiB, upstream's `MaxSecretSize`).
     pub data_limit: Option<DataLimit>,
     /// Fields an update may not change (dotted paths, e.g. `spec.selector`).
     pub immutable_fields: &'static [&'static str],

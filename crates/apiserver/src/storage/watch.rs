@@ -12,6 +12,7 @@
 
 use std::pin::Pin;
 
+use capstan_machinery::meta;
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 
@@ -56,7 +57,7 @@ impl WatchEvent {
 
     /// The object's resourceVersion.
     pub fn resource_version(&self) -> Option<&str> {
-        self.object["metadata"]["resourceVersion"].as_str()
+        meta(&self.object).resource_version()
     }
 
     /// The storage event for a datastore event; `None` for an object that cannot be

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use axum::http::StatusCode;
 use axum::response::Response;
+use capstan_machinery::meta;
 use serde_json::{Value, json};
 
 use super::Call;
@@ -61,7 +62,7 @@ impl Filter {
         let labels_match = self
             .labels
             .as_ref()
-            .is_none_or(|s| s.matches(object["metadata"]["labels"].as_object()));
+            .is_none_or(|s| s.matches(meta(object).labels()));
         labels_match
             && self
                 .fields
@@ -100,7 +101,7 @@ fn partial(object: &Value) -> Value {
     json!({
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
-        "metadata": object["metadata"],
+        "metadata": meta(object).to_value(),
     })
 }
 

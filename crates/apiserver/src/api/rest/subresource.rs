@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 
 use super::Call;
@@ -34,16 +35,16 @@ fn scale_of(object: &Value, paths: &ScalePaths) -> Value {
             .map(|s| s.to_selector_string())
             .unwrap_or_default(),
     };
-    let meta = &object["metadata"];
+    let meta = meta(object);
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta["uid"],
-            "resourceVersion": meta["resourceVersion"],
-            "creationTimestamp": meta["creationTimestamp"],
+            "name": meta.name(),
+            "namespace": meta.namespace(),
+            "uid": meta.uid(),
+            "resourceVersion": meta.resource_version(),
+            "creationTimestamp": meta.creation_timestamp(),
         },
         "spec": {"replicas": read_path(object, &paths.spec_replicas).as_i64().unwrap_or(0)},
         "status": {
@@ -96,15 +97,14 @@ where
             if replicas < 0 {
                 return Err(RegistryError::BadRequest(format!(
                     "Scale.autoscaling \"{}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0",
-                    current["metadata"]["name"].as_str().unwrap_or("")
+                    meta(current).name().unwrap_or("")
                 )));
             }
             let mut next = current.clone();
             write_path(&mut next, &paths.spec_replicas, json!(replicas));
-            if let Some(version) = scale["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) {
-                next["metadata"]["resourceVersion"] = json!(version);
-            } else if let Some(meta) = next["metadata"].as_object_mut() {
-                meta.remove("resourceVersion");
+            match meta(&scale).resource_version().filter(|v| !v.is_empty()) {
+                Some(version) => meta_mut(&mut next).set_resource_version(version),
+                None => meta_mut(&mut next).remove_resource_version(),
             }
             Ok(next)
         })
@@ -177,9 +177,7 @@ pub(super) async fn bind(call: Call, body: Body) -> Result<Response, ApiError> {
                 }
                 let mut next = current.clone();
                 next["spec"]["nodeName"] = json!(node);
-                if let Some(meta) = next["metadata"].as_object_mut() {
-                    meta.remove("resourceVersion");
-                }
+                meta_mut(&mut next).remove_resource_version();
                 Ok(next)
             },
         )

@@ -1,6 +1,7 @@
 //! Columns of namespaces, nodes, config and identity kinds, quotas, leases and role bindings,
 //! following kube-apiserver's `printNode`, `printSecret`, `printRoleBinding`...
 
+use capstan_machinery::meta;
 use serde_json::{Value, json};
 
 use super::{age, cell, computed, count, list, or, text};
@@ -83,7 +84,7 @@ fn node_status(node: &Value) -> Value {
 /// sorted, `<none>` without any.
 fn node_roles(node: &Value) -> Value {
     let mut roles: Vec<String> = Vec::new();
-    if let Some(labels) = node.pointer("/metadata/labels").and_then(Value::as_object) {
+    if let Some(labels) = meta(node).labels() {
         for (key, value) in labels {
             if let Some(role) = key.strip_prefix("node-role.kubernetes.io/") {
                 if !role.is_empty() {

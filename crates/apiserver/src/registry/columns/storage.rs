@@ -1,6 +1,7 @@
 //! Columns of persistent volumes and claims, following kube-apiserver's
 //! `printPersistentVolume` and `printPersistentVolumeClaim`.
 
+use capstan_machinery::meta;
 use serde_json::Value;
 
 use super::{age, cell, computed, or, strings, text};
@@ -23,10 +24,7 @@ fn access_modes(object: &Value, pointer: &str) -> Value {
 }
 
 fn phase_or_terminating(object: &Value) -> Value {
-    if object
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
-    {
+    if meta(object).is_deleting() {
         return cell("Terminating");
     }
     cell(text(object, "/status/phase"))
@@ -37,10 +35,11 @@ fn storage_class(object: &Value) -> Value {
     if !class.is_empty() {
         return cell(class);
     }
-    cell(text(
-        object,
-        "/metadata/annotations/volume.beta.kubernetes.io~1storage-class",
-    ))
+    cell(
+        meta(object)
+            .annotation("volume.beta.kubernetes.io/storage-class")
+            .unwrap_or(""),
+    )
 }
 
 fn unset(object: &Value, pointer: &str) -> Value {

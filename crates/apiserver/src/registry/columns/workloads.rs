@@ -9,6 +9,7 @@ use super::{
     age, cell, computed, format_label_selector, format_labels, int, list, or, since, text,
 };
 use crate::registry::kind::Column;
+use capstan_machinery::meta;
 use capstan_machinery::time::{human_duration, human_duration_between, parse_timestamp};
 
 const CONTAINERS: &str = "Names of each container in the template.";
@@ -209,10 +210,7 @@ fn pod_state(pod: &Value) -> PodState {
             .to_string();
         }
     }
-    if pod
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
-    {
+    if meta(pod).is_deleting() {
         if text(pod, "/status/reason") == "NodeLost" {
             state.reason = "Unknown".to_string();
         } else if phase != "Succeeded" && phase != "Failed" {
@@ -448,10 +446,7 @@ fn job_status(job: &Value) -> Value {
         "Complete"
     } else if condition_true(job, "Failed") {
         "Failed"
-    } else if job
-        .pointer("/metadata/deletionTimestamp")
-        .is_some_and(|t| !t.is_null())
-    {
+    } else if meta(job).is_deleting() {
         "Terminating"
     } else if condition_true(job, "Suspended") {
         "Suspended"
