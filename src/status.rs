@@ -16,6 +16,7 @@ use capstan_apiserver::storage::{ListOptions, Storage};
 use capstan_cluster::agents::{AGENTS_PREFIX, AgentRecord};
 use capstan_cluster::membership::{SERVERS_PREFIX, ServerRecord, live_servers, parse_time};
 use capstan_datastore::{DatastoreError, KeyRange, ListRequest, Store};
+use capstan_machinery::meta;
 
 /// The namespace of node heartbeat leases.
 const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -182,7 +183,7 @@ pub async fn collect(store: &Store) -> Result<ClusterStatus, StatusError> {
             .await?
             .items
         {
-            let Some(name) = node["metadata"]["name"].as_str() else {
+            let Some(name) = meta(&node).name() else {
                 continue;
             };
             let ready = node["status"]["conditions"]
@@ -206,7 +207,7 @@ pub async fn collect(store: &Store) -> Result<ClusterStatus, StatusError> {
             .await?;
         for lease in listed.items {
             let (Some(name), Some(renewed)) = (
-                lease["metadata"]["name"].as_str(),
+                meta(&lease).name(),
                 lease["spec"]["renewTime"].as_str(),
             ) else {
                 continue;

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use capstan_machinery::{meta, meta_mut};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -106,7 +107,7 @@ impl Controller {
                         Some(Err(error)) => return Err(RegistryError::Expired(error.to_string())),
                         None => return Err(RegistryError::Expired("the watch ended".to_string())),
                     };
-                    let Some(name) = event.object["metadata"]["name"].as_str() else {
+                    let Some(name) = meta(&event.object).name() else {
                         continue;
                     };
                     let revision = event.resource_version().and_then(|v| v.parse::<i64>().ok());
@@ -137,7 +138,7 @@ impl Controller {
         self.crds = listed
             .items
             .into_iter()
-            .filter_map(|crd| Some((crd["metadata"]["name"].as_str()?.to_string(), crd)))
+            .filter_map(|crd| Some((meta(&crd).name()?.to_string(), crd)))
             .collect();
         Ok(listed.resource_version)
     }
@@ -163,7 +164,7 @@ impl Controller {
             .collect();
         for (name, crd) in crds {
             let acceptance = verdicts.get(&name).cloned().unwrap_or(Ok(()));
-            let outcome = if crd["metadata"]["deletionTimestamp"].is_string() {
+            let outcome = if meta(&crd).is_deleting() {
                 self.clean_up(&name, &crd).await
             } else if resource_types(&crd).is_err() {
                 // Refused by `validate_crd` on the API path; one written some other way
@@ -231,8 +232,8 @@ impl Controller {
                 .await?;
             let mut remaining = 0;
             for object in &listed.items {
-                let namespace = object["metadata"]["namespace"].as_str();
-                let object_name = object["metadata"]["name"].as_str().unwrap_or("");
+                let namespace = meta(object).namespace();
+                let object_name = meta(object).name().unwrap_or("");
                 match self
                     .objects
                     .delete(&kind, namespace, object_name, &DeleteOptions::default())
@@ -260,9 +261,7 @@ impl Controller {
         self.objects
             .update(&self.kind, None, name, Part::Main, &options, |current| {
                 let mut next = current.clone();
-                if let Some(list) = next["metadata"]["finalizers"].as_array_mut() {
-                    list.retain(|f| f != CLEANUP_FINALIZER);
-                }
+                meta_mut(&mut next).remove_finalizer(CLEANUP_FINALIZER);
                 Ok(next)
             })
             .await?;
@@ -284,9 +283,7 @@ fn storage_kind(crd: &Value) -> Option<ResourceType> {
 }
 
 fn has_cleanup_finalizer(crd: &Value) -> bool {
-    crd["metadata"]["finalizers"]
-        .as_array()
-        .is_some_and(|list| list.iter().any(|f| f == CLEANUP_FINALIZER))
+    meta(crd).has_finalizer(CLEANUP_FINALIZER)
 }
 
 /// The verdict on every CRD's names: the oldest claim wins, built-in kinds win over all.
@@ -304,7 +301,7 @@ fn accept_names(crds: &BTreeMap<String, Value>) -> HashMap<String, Acceptance> {
     // CRDs' acceptedNames); among the rest, creationTimestamp has second resolution, so
     // the name breaks ties the same way on every server.
     order.sort_by_key(|(name, crd)| {
-        let created = crd["metadata"]["creationTimestamp"].as_str().unwrap_or("");
+        let created = meta(crd).creation_timestamp().unwrap_or("");
         (!names_accepted(crd), created.to_string(), (*name).clone())
     });
     let mut verdicts = HashMap::new();

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_machinery::{meta, meta_mut};
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::time::MissedTickBehavior;
@@ -272,14 +273,9 @@ impl Collector<'_> {
                 |current| {
                     same_object(kind, current, name, uid)?;
                     let mut next = current.clone();
-                    if let Some(list) = next["metadata"]["ownerReferences"].as_array_mut() {
-                        list.retain(|r| !owners.iter().any(|o| r["uid"] == o.as_str()));
-                        if list.is_empty()
-                            && let Some(meta) = next["metadata"].as_object_mut()
-                        {
-                            meta.remove("ownerReferences");
-                        }
-                    }
+                    meta_mut(&mut next).retain_owner_references(|reference| {
+                        !owners.iter().any(|o| reference.uid() == Some(o.as_str()))
+                    });
                     Ok(next)
                 },
             )
@@ -415,9 +411,7 @@ impl Collector<'_> {
                 |current| {
                     same_object(kind, current, name, uid)?;
                     let mut next = current.clone();
-                    if let Some(list) = next["metadata"]["finalizers"].as_array_mut() {
-                        list.retain(|f| f != finalizer);
-                    }
+                    meta_mut(&mut next).remove_finalizer(finalizer);
                     Ok(next)
                 },
             )
@@ -433,7 +427,7 @@ fn same_object(
     name: &str,
     uid: &str,
 ) -> Result<(), RegistryError> {
-    if current["metadata"]["uid"] == uid {
+    if meta(current).uid() == Some(uid) {
         Ok(())
     } else {
         Err(RegistryError::NotFound {

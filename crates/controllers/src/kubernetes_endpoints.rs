@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -216,14 +217,11 @@ async fn upsert(
                         }
                     }
                 }
-                if let Some(labels) = desired["metadata"]["labels"].as_object() {
-                    for (label, value) in labels {
-                        next["metadata"]["labels"][label] = value.clone();
-                    }
+                let mut fields = meta_mut(&mut next);
+                for (label, value) in meta(&desired).labels().into_iter().flatten() {
+                    fields.set_label(label, value.clone());
                 }
-                if let Some(metadata) = next["metadata"].as_object_mut() {
-                    metadata.remove("resourceVersion");
-                }
+                fields.remove_resource_version();
                 Ok(next)
             },
         )

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use capstan_machinery::meta;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -132,11 +133,11 @@ impl Workers {
 }
 
 fn terminating(namespace: &Value) -> bool {
-    namespace["metadata"]["deletionTimestamp"].is_string()
+    meta(namespace).is_deleting()
 }
 
 fn name_of(object: &Value) -> &str {
-    object["metadata"]["name"].as_str().unwrap_or("")
+    meta(object).name().unwrap_or("")
 }
 
 /// What one pass over a namespace's content found.
@@ -198,10 +199,7 @@ async fn finalize_pass(
     if !terminating(&namespace) || !ours {
         return Ok(Progress::Done);
     }
-    let uid = namespace["metadata"]["uid"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let uid = meta(&namespace).uid().unwrap_or("").to_string();
     let pass = delete_content(objects, registry, name).await;
     set_conditions(objects, &namespace_kind, name, &uid, &pass).await;
     if let Some(failure) = pass.failures.first() {
@@ -221,7 +219,7 @@ async fn finalize_pass(
             Part::Finalize,
             &WriteOptions::default(),
             |current| {
-                if current["metadata"]["uid"] != uid.as_str() {
+                if meta(current).uid() != Some(uid.as_str()) {
                     return Err(RegistryError::NotFound {
                         qualified: "namespaces".to_string(),
                         name: name.to_string(),
@@ -306,7 +304,7 @@ async fn delete_kind(
         let outcomes: Vec<Result<Option<Value>, RegistryError>> = futures::stream::iter(page.items)
             .map(|item| async move {
                 let options = DeleteOptions {
-                    uid: item["metadata"]["uid"].as_str().map(str::to_string),
+                    uid: meta(&item).uid().map(str::to_string),
                     ..DeleteOptions::default()
                 };
                 match objects
@@ -329,13 +327,8 @@ async fn delete_kind(
             found.seen += 1;
             if let Some(pending) = outcome? {
                 found.waiting += 1;
-                for finalizer in pending["metadata"]["finalizers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
-                    let finalizer = finalizer.as_str().unwrap_or("").to_string();
-                    *found.finalizers.entry(finalizer).or_default() += 1;
+                for finalizer in meta(&pending).finalizers() {
+                    *found.finalizers.entry(finalizer.to_string()).or_default() += 1;
                 }
             }
         }
@@ -438,7 +431,7 @@ async fn set_conditions(
             Part::Status,
             &WriteOptions::default(),
             |current| {
-                if current["metadata"]["uid"] != uid {
+                if meta(current).uid() != Some(uid) {
                     return Err(RegistryError::NotFound {
                         qualified: "namespaces".to_string(),
                         name: name.to_string(),

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 
 use super::ControllerError;
@@ -66,7 +67,7 @@ async fn check_nodes(
         .items
         .iter()
         .filter_map(|lease| {
-            let name = lease["metadata"]["name"].as_str()?;
+            let name = meta(lease).name()?;
             let time = parse_time(lease["spec"]["renewTime"].as_str()?)?;
             Some((name.to_string(), time))
         })
@@ -76,7 +77,7 @@ async fn check_nodes(
         .await?;
     let now = SystemTime::now();
     for node in &nodes.items {
-        let Some(name) = node["metadata"]["name"].as_str() else {
+        let Some(name) = meta(node).name() else {
             continue;
         };
         let heartbeat = last_heartbeat(node, renewed.get(name).copied());
@@ -101,9 +102,7 @@ fn last_heartbeat(node: &Value, lease_renewed: Option<SystemTime>) -> SystemTime
     let posted = ready
         .and_then(|ready| ready["lastHeartbeatTime"].as_str())
         .and_then(parse_time);
-    let created = node["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(parse_time);
+    let created = meta(node).creation_timestamp().and_then(parse_time);
     [lease_renewed, posted]
         .into_iter()
         .flatten()
@@ -201,9 +200,7 @@ async fn mark_unknown(
                     }));
                 }
                 next["status"]["conditions"] = Value::Array(conditions);
-                if let Some(metadata) = next["metadata"].as_object_mut() {
-                    metadata.remove("resourceVersion");
-                }
+                meta_mut(&mut next).remove_resource_version();
                 Ok(next)
             },
         )
@@ -247,9 +244,7 @@ async fn set_taint(
                 } else {
                     next["spec"]["taints"] = Value::Array(taints);
                 }
-                if let Some(metadata) = next["metadata"].as_object_mut() {
-                    metadata.remove("resourceVersion");
-                }
+                meta_mut(&mut next).remove_resource_version();
                 Ok(next)
             },
         )

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use capstan_machinery::meta;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -58,7 +59,7 @@ pub(super) async fn run(
             tokio::select! {
                 event = watch.next() => match event {
                     Some(Ok(event)) if event.kind == WatchEventType::Deleted => {
-                        let node = event.object["metadata"]["name"].as_str().unwrap_or("");
+                        let node = meta(&event.object).name().unwrap_or("");
                         if !node.is_empty() {
                             delete_password(&objects, &secrets, node, None).await?;
                         }
@@ -136,7 +137,7 @@ async fn sweep(
             {
                 continue;
             }
-            let uid = secret["metadata"]["uid"].as_str().map(str::to_string);
+            let uid = meta(secret).uid().map(str::to_string);
             delete_password(objects, secrets, node, uid).await?;
         }
         continue_token = page.continue_token;
@@ -151,8 +152,8 @@ fn old_password_secret(secret: &Value, now: SystemTime) -> Option<&str> {
     if secret["type"].as_str() != Some(PASSWORD_SECRET_TYPE) {
         return None;
     }
-    let node = node_of_password_secret(secret["metadata"]["name"].as_str()?)?;
-    let created = secret["metadata"]["creationTimestamp"].as_str()?;
+    let node = node_of_password_secret(meta(secret).name()?)?;
+    let created = meta(secret).creation_timestamp()?;
     let created =
         time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
             .ok()?;

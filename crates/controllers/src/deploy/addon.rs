@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 
 use super::apply::{FIELD_MANAGER, ObjectRef};
@@ -108,9 +109,7 @@ pub(super) async fn record(
                 .update(&kind, None, name, Part::Status, &options, |current| {
                     let mut next = current.clone();
                     next["status"] = next_status.clone();
-                    if let Some(meta) = next["metadata"].as_object_mut() {
-                        meta.remove("resourceVersion");
-                    }
+                    meta_mut(&mut next).remove_resource_version();
                     Ok(next)
                 })
                 .await;
@@ -123,9 +122,7 @@ pub(super) async fn record(
         .update(&kind, None, name, Part::Status, &options, |current| {
             let mut next = current.clone();
             next["status"] = next_status.clone();
-            if let Some(meta) = next["metadata"].as_object_mut() {
-                meta.remove("resourceVersion");
-            }
+            meta_mut(&mut next).remove_resource_version();
             Ok(next)
         })
         .await?;
@@ -133,10 +130,9 @@ pub(super) async fn record(
         .update(&kind, None, name, Part::Main, &options, |current| {
             let mut next = current.clone();
             next["spec"] = spec.clone();
-            next["metadata"]["annotations"][APPLIED_BY_ANNOTATION] = json!(outcome.applied_by);
-            if let Some(meta) = next["metadata"].as_object_mut() {
-                meta.remove("resourceVersion");
-            }
+            let mut fields = meta_mut(&mut next);
+            fields.set_annotation(APPLIED_BY_ANNOTATION, json!(outcome.applied_by));
+            fields.remove_resource_version();
             Ok(next)
         })
         .await
@@ -212,7 +208,7 @@ pub(super) async fn warn(
         .catalog()
         .by_kind("v1", "Event")
         .ok_or_else(|| RegistryError::Internal("the catalog has no v1 Event".to_string()))?;
-    let name = addon["metadata"]["name"].as_str().unwrap_or("");
+    let name = meta(addon).name().unwrap_or("");
     let now = timestamp(SystemTime::now());
     let event = json!({
         "apiVersion": "v1",
@@ -225,8 +221,8 @@ pub(super) async fn warn(
             "apiVersion": format!("{ADDON_GROUP}/v1"),
             "kind": "Addon",
             "name": name,
-            "uid": addon["metadata"]["uid"],
-            "resourceVersion": addon["metadata"]["resourceVersion"],
+            "uid": meta(addon).uid(),
+            "resourceVersion": meta(addon).resource_version(),
         },
         "reason": FAILED_REASON,
         "message": message,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use capstan_machinery::{meta, meta_mut};
 use serde_json::{Value, json};
 
 use capstan_apiserver::registry::{
@@ -108,10 +109,7 @@ pub(super) async fn apply_object(
 ) -> Result<ObjectRef, ApplyObjectError> {
     let api_version = object["apiVersion"].as_str().unwrap_or("").to_string();
     let kind_name = object["kind"].as_str().unwrap_or("").to_string();
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let name = meta(object).name().unwrap_or("").to_string();
     let Some(kind) = find_kind(registry, &api_version, &kind_name) else {
         return Err(ApplyObjectError::UnknownKind {
             api_version,
@@ -121,17 +119,15 @@ pub(super) async fn apply_object(
     };
     let mut patch = object.clone();
     let namespace = if kind.namespaced {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
+        let namespace = meta(object)
+            .namespace()
             .filter(|ns| !ns.is_empty())
             .unwrap_or("default")
             .to_string();
-        patch["metadata"]["namespace"] = json!(namespace);
+        meta_mut(&mut patch).set_namespace(namespace.clone());
         namespace
     } else {
-        if let Some(meta) = patch["metadata"].as_object_mut() {
-            meta.remove("namespace");
-        }
+        meta_mut(&mut patch).remove_namespace();
         String::new()
     };
     let reference = ObjectRef {
@@ -158,10 +154,8 @@ pub(super) async fn apply_object(
                 server_side_apply(Some(current), &patch, &manager, true, kind.object_type())
                     .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
             // The current resourceVersion came along: it is no precondition.
-            if next["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"]
-                && let Some(meta) = next["metadata"].as_object_mut()
-            {
-                meta.remove("resourceVersion");
+            if meta(&next).resource_version() == meta(current).resource_version() {
+                meta_mut(&mut next).remove_resource_version();
             }
             validate(&kind, &mut next)?;
             Ok(next)

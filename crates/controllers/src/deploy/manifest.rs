@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use capstan_machinery::meta;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -149,9 +150,7 @@ pub(super) fn objects(file: &str, content: &[u8]) -> Result<Vec<Value>, Manifest
         for item in items {
             let named = item["apiVersion"].is_string()
                 && item["kind"].is_string()
-                && item["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty());
+                && meta(&item).name().is_some_and(|n| !n.is_empty());
             if !named {
                 return Err(ManifestError::NotAnObject {
                     file: file.to_string(),

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use capstan_machinery::meta;
 use serde_json::Value;
 
 use super::ControllerError;
@@ -182,7 +183,7 @@ impl Deployer {
         self.files.retain(|name, _| files.contains_key(name));
         // Addons whose file is gone: the file was deleted by hand.
         for found in addon::list(&self.objects, &self.registry).await? {
-            let Some(name) = found["metadata"]["name"].as_str() else {
+            let Some(name) = meta(&found).name() else {
                 continue;
             };
             let disabled = self.settings.disable.iter().any(|d| d == name);
