@@ -206,10 +206,9 @@ pub async fn collect(store: &Store) -> Result<ClusterStatus, StatusError> {
             .list(&leases, Some(NODE_LEASE_NAMESPACE), &ListOptions::default())
             .await?;
         for lease in listed.items {
-            let (Some(name), Some(renewed)) = (
-                meta(&lease).name(),
-                lease["spec"]["renewTime"].as_str(),
-            ) else {
+            let (Some(name), Some(renewed)) =
+                (meta(&lease).name(), lease["spec"]["renewTime"].as_str())
+            else {
                 continue;
             };
             let entry = agents
