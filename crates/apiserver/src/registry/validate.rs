@@ -19,10 +19,13 @@ pub fn validate_write(kind: &ResourceType, object: &mut Value) -> Vec<FieldError
     if let Some(cause) = check_data_size(kind, object) {
         return vec![cause];
     }
-    match (&kind.schema, kind.behaviour.validate) {
-        (SchemaSource::Inline(schema), _) => super::validate_and_prune(schema, object),
-        (SchemaSource::Definition(_), Some(validate)) => validate(object),
-        (SchemaSource::Definition(_), None) => Vec::new(),
+    let causes = match &kind.schema {
+        SchemaSource::Inline(schema) => super::validate_and_prune(schema, object),
+        SchemaSource::Definition(_) => Vec::new(),
+    };
+    match kind.behaviour.validate {
+        Some(validate) if causes.is_empty() => validate(object),
+        _ => causes,
     }
 }
 
