@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use capstan_machinery::join::{
     AgentMessage, CACERTS_PATH, ClusterToken, Peer, TokenError, ca_hash,
 };
+use capstan_machinery::kubeconfig::{Kubeconfig, Material};
 use client::{Credentials, Ended, JoinError, Registration};
 use files::StateFiles;
 use lb::{LbStatus, LoadBalancer};
@@ -522,14 +523,16 @@ async fn forward_reports(
 
 /// A kubeconfig for local clients: the load balancer, the cluster CA, the node's certificate.
 fn kubeconfig(lb_port: u16, ca_pem: &str, registration: &Registration) -> String {
-    use base64::Engine as _;
-    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: https://127.0.0.1:{lb_port}\n    certificate-authority-data: {ca}\nusers:\n- name: node\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: node\ncurrent-context: capstan\n",
-        ca = encode(ca_pem),
-        cert = encode(&registration.client_cert_pem),
-        key = encode(&registration.client_key_pem),
-    )
+    Kubeconfig {
+        server: &format!("https://127.0.0.1:{lb_port}"),
+        certificate_authority: Material::Pem(ca_pem),
+        client_certificate: Material::Pem(&registration.client_cert_pem),
+        client_key: Material::Pem(&registration.client_key_pem),
+        cluster: "capstan",
+        user: "node",
+        context: "capstan",
+    }
+    .render()
 }
 
 #[cfg(test)]
