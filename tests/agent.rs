@@ -24,11 +24,12 @@ use capstan_pki::certs::CertificateAuthority;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -324,6 +325,16 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The load balancer's `host:port`, from the server URL of the agent's kubeconfig.
+fn load_balancer(kubeconfig: &str) -> String {
+    let port = kubeconfig
+        .split("server: https://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("the load balancer port");
+    format!("127.0.0.1:{port}")
+}
+
 fn saved_peers(data_dir: &Path) -> Vec<Peer> {
     let text = read(&data_dir.join("agent/servers.json"));
     serde_json::from_str::<serde_json::Value>(&text)
@@ -399,16 +410,10 @@ async fn a_welcome_leaves_kubeconfig_and_servers_and_peer_updates_rewrite_them()
     assert_eq!(saved_peers(data.path()), vec![a.peer(), b.peer()]);
 
     // Local clients reach a server through the load balancer named in the kubeconfig.
-    let lb_port = text
-        .split("server: https://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.lines().next())
-        .expect("the load balancer port")
-        .to_string();
     let verified = capstan_agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
     let pong = capstan_agent::tls::get(
         verified,
-        &format!("127.0.0.1:{lb_port}"),
+        &load_balancer(&text),
         PING_PATH,
         Duration::from_secs(5),
     )
@@ -658,4 +663,52 @@ async fn health_checks_reuse_one_connection_and_fail_when_the_server_dies() {
     server.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!pinger.ping(PING_PATH, Duration::from_secs(2)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_closes_proxied_connections_before_the_agent_returns() {
+    let cluster = Cluster::new();
+    let server = FakeServer::start(&cluster, "127.0.0.2", None).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let agent = RunningAgent::start(config(&[&server], &cluster.full_token(), "n1", data.path()));
+    let kubeconfig = data.path().join("agent/kubeconfig");
+    eventually("the kubeconfig is written", || kubeconfig.exists()).await;
+
+    // A TLS connection to the server through the load balancer, which the server keeps
+    // open after answering (HTTP/1.1 keep-alive): only the agent can close it.
+    let tcp = TcpStream::connect(load_balancer(&read(&kubeconfig)))
+        .await
+        .expect("connect to the load balancer");
+    let verified = capstan_agent::tls::verifying(cluster.ca.cert_pem()).expect("CA");
+    let name = ServerName::try_from("127.0.0.2").expect("a server name");
+    let mut proxied = TlsConnector::from(verified)
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake with the server through the load balancer");
+    let request = format!("GET {PING_PATH} HTTP/1.1\r\nHost: 127.0.0.2\r\n\r\n");
+    proxied
+        .write_all(request.as_bytes())
+        .await
+        .expect("send a ping");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !String::from_utf8_lossy(&answer).contains("pong") {
+        let n = tokio::time::timeout(Duration::from_secs(5), proxied.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        assert!(n > 0, "the connection closed before the answer");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+
+    agent.shutdown.cancel();
+    let outcome = tokio::time::timeout(Duration::from_secs(2), agent.task)
+        .await
+        .expect("the agent returns within 2 s of shutdown")
+        .expect("the agent task does not panic");
+    assert!(outcome.is_ok(), "the agent stopped with {outcome:?}");
+    let read = tokio::time::timeout(Duration::from_millis(100), proxied.read(&mut buffer))
+        .await
+        .expect("the proxied connection is closed by the time the agent returned");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }

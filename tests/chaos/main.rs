@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use capstan::bench::chaos::check::{
-    self, Event, History, Op, Outcome, WatchEntry, WatcherLog, Write,
-};
+use capstan::bench::chaos::causes::Cause;
+use capstan::bench::chaos::check;
 use capstan::bench::chaos::cluster::PrivateEngine;
+use capstan::bench::chaos::history::{Event, History, Op, Outcome, WatchEntry, WatcherLog, Write};
 use capstan::bench::chaos::{ChaosBenchArgs, ChaosReport, measure};
 
 /// A run sized for two cores in about two minutes of a debug build.
@@ -51,6 +51,14 @@ fn assert_clean(report: &ChaosReport) {
         report.failed + report.indeterminate > 0,
         "some writes were refused or left without an answer, and classified: {described}"
     );
+    assert_eq!(
+        (
+            report.failed_by_cause.total(),
+            report.indeterminate_by_cause.total()
+        ),
+        (report.failed, report.indeterminate),
+        "every write not acknowledged has a cause: {described}"
+    );
     assert!(report.watch_events > 0, "watchers saw events: {described}");
 }
 
@@ -79,6 +87,7 @@ fn op(client: usize, write: Write, outcome: Outcome, rv: Option<u64>) -> Op {
         write,
         outcome,
         status: if outcome == Outcome::Ok { 200 } else { 0 },
+        cause: (outcome != Outcome::Ok).then_some(Cause::Unavailable),
         rv,
         start: 0.0,
         end: 0.0,

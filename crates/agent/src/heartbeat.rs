@@ -38,57 +38,80 @@ pub struct NodeFacts {
 /// Sends heartbeats with the latest kubeconfig of `kubeconfig` until `shutdown`, reading
 /// the node's address from `facts` (it changes when the agent reconnects elsewhere).
 pub async fn run(
-    mut kubeconfig: watch::Receiver<String>,
+    kubeconfig: watch::Receiver<String>,
     facts: watch::Receiver<NodeFacts>,
     shutdown: CancellationToken,
 ) {
-    let mut client = None;
-    let mut last_status: Option<(serde_json::Value, Instant)> = None;
-    let mut node_created = false;
-    // Ready since the agent started: the transition time stays put between heartbeats.
-    let ready_since = now_seconds();
+    let mut heart = Heart {
+        kubeconfig,
+        facts,
+        client: None,
+        last_status: None,
+        node_created: false,
+        // Ready since the agent started: the transition time stays put between heartbeats.
+        ready_since: now_seconds(),
+    };
     let mut ticker = tokio::time::interval(LEASE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+    let beats = async {
+        loop {
+            ticker.tick().await;
+            heart.beat().await;
         }
-        if kubeconfig.has_changed().unwrap_or(false) {
-            client = None;
+    };
+    // A request to a server that hangs is dropped at shutdown, not waited for.
+    shutdown.run_until_cancelled(beats).await;
+}
+
+/// What the heartbeats remember from one tick to the next.
+struct Heart {
+    kubeconfig: watch::Receiver<String>,
+    facts: watch::Receiver<NodeFacts>,
+    client: Option<Client>,
+    /// The status last written (without timestamps) and when.
+    last_status: Option<(serde_json::Value, Instant)>,
+    node_created: bool,
+    ready_since: String,
+}
+
+impl Heart {
+    /// One tick: the Node (registered if missing), its status when due, the Lease.
+    async fn beat(&mut self) {
+        if self.kubeconfig.has_changed().unwrap_or(false) {
+            self.client = None;
         }
-        if client.is_none() {
-            let kubeconfig_yaml = kubeconfig.borrow_and_update().clone();
+        if self.client.is_none() {
+            let kubeconfig_yaml = self.kubeconfig.borrow_and_update().clone();
             match make_client(&kubeconfig_yaml).await {
-                Ok(made) => client = Some(made),
+                Ok(made) => self.client = Some(made),
                 Err(error) => {
                     tracing::warn!(%error, "heartbeats: cannot build a client for the local load balancer");
-                    continue;
+                    return;
                 }
             }
         }
-        let Some(client) = client.clone() else {
-            continue;
+        let Some(client) = self.client.clone() else {
+            return;
         };
-        let facts = facts.borrow().clone();
-        if !node_created {
+        let facts = self.facts.borrow().clone();
+        if !self.node_created {
             match ensure_node(&client, &facts).await {
-                Ok(()) => node_created = true,
+                Ok(()) => self.node_created = true,
                 Err(error) => {
                     tracing::warn!(node = %facts.name, %error, "heartbeats: cannot register the Node; retrying");
-                    continue;
+                    return;
                 }
             }
         }
         let status = node_status(&facts);
-        let due = match &last_status {
+        let due = match &self.last_status {
             None => true,
             Some((previous, at)) => {
                 !same_status(previous, &status) || at.elapsed() >= STATUS_INTERVAL
             }
         };
         if due {
-            let stamped = stamp(status.clone(), &ready_since);
+            let stamped = stamp(status.clone(), &self.ready_since);
             let nodes: Api<Node> = Api::all(client.clone());
             match nodes
                 .patch_status(
@@ -98,10 +121,10 @@ pub async fn run(
                 )
                 .await
             {
-                Ok(_) => last_status = Some((status, Instant::now())),
+                Ok(_) => self.last_status = Some((status, Instant::now())),
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     tracing::warn!(node = %facts.name, "heartbeats: the Node is gone; registering it again");
-                    node_created = false;
+                    self.node_created = false;
                 }
                 Err(error) => {
                     tracing::warn!(node = %facts.name, %error, "heartbeats: cannot update the Node status")

@@ -6,6 +6,11 @@
 //! Each agent prefers the server picked by a hash of its node name among the healthy peers,
 //! so agents spread over the servers instead of all using the first. The registration
 //! addresses stay behind the peers as the last resort, used only while no peer is healthy.
+//!
+//! Every task the load balancer starts (the health checks, the accept loop, one task per
+//! proxied connection) runs on the caller's `TaskTracker` and watches the caller's
+//! shutdown token: on shutdown the listener closes, every proxied connection is closed, and
+//! the caller's `tasks.wait()` returns once the last one has.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::tls;
 use capstan_machinery::join::PING_PATH;
@@ -74,7 +80,8 @@ pub struct LbStatus {
     pub failovers: u64,
 }
 
-/// A running load balancer (stops with the shutdown token given to [`LoadBalancer::start`]).
+/// A running load balancer (stops with the shutdown token given to [`LoadBalancer::start`],
+/// its tasks owned by the tracker given there).
 #[derive(Clone)]
 pub struct LoadBalancer {
     inner: Arc<Inner>,
@@ -100,14 +107,16 @@ struct State {
 }
 
 impl LoadBalancer {
-    /// Listens on `bind`, checks every backend once, and serves until `shutdown`.
-    /// `fallback` are the registration addresses, `peers` the known servers (`host:port`).
+    /// Listens on `bind`, checks every backend once, and serves until `shutdown`, its tasks
+    /// spawned on `tasks`. `fallback` are the registration addresses, `peers` the known
+    /// servers (`host:port`).
     pub async fn start(
         bind: SocketAddr,
         node_name: &str,
         fallback: Vec<String>,
         peers: Vec<String>,
         check: HealthCheck,
+        tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> std::io::Result<LoadBalancer> {
         let listener = TcpListener::bind(bind).await?;
@@ -123,8 +132,8 @@ impl LoadBalancer {
             status: watch::Sender::new(LbStatus::default()),
         });
         inner.check_all().await;
-        tokio::spawn(inner.clone().check_loop(shutdown.clone()));
-        tokio::spawn(inner.clone().accept_loop(listener, shutdown));
+        tasks.spawn(inner.clone().check_loop(shutdown.clone()));
+        tasks.spawn(inner.clone().accept_loop(listener, tasks.clone(), shutdown));
         Ok(LoadBalancer { inner, local_addr })
     }
 
@@ -170,16 +179,14 @@ impl Inner {
     async fn check_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(CHECK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = ticker.tick() => self.check_all().await,
+        // A round of checks in flight is dropped at shutdown rather than waited for.
+        let checks = async {
+            loop {
+                ticker.tick().await;
+                self.check_all().await;
             }
-        }
-        let mut state = self.lock();
-        for (_, token) in state.connections.drain() {
-            token.cancel();
-        }
+        };
+        shutdown.run_until_cancelled(checks).await;
     }
 
     async fn check_all(&self) {
@@ -260,7 +267,12 @@ impl Inner {
         });
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -269,7 +281,7 @@ impl Inner {
             match accepted {
                 Ok((client, _)) => {
                     let _ = client.set_nodelay(true);
-                    tokio::spawn(self.clone().proxy(client));
+                    tasks.spawn(self.clone().proxy(client, shutdown.clone()));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "load balancer cannot accept");
@@ -279,7 +291,9 @@ impl Inner {
         }
     }
 
-    async fn proxy(self: Arc<Self>, mut client: TcpStream) {
+    /// Relays `client` to the active backend until either side closes, the backend fails
+    /// over, or `shutdown`.
+    async fn proxy(self: Arc<Self>, mut client: TcpStream, shutdown: CancellationToken) {
         // At most one try per known backend.
         let attempts = {
             let state = self.lock();
@@ -290,7 +304,11 @@ impl Inner {
                 tracing::debug!("load balancer: no healthy server; closing the connection");
                 return;
             };
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target)).await {
+            let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target));
+            let Some(connected) = shutdown.run_until_cancelled(connecting).await else {
+                return;
+            };
+            match connected {
                 Ok(Ok(mut upstream)) => {
                     let _ = upstream.set_nodelay(true);
                     let closed = {
@@ -300,6 +318,7 @@ impl Inner {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                         () = closed.cancelled() => {}
+                        () = shutdown.cancelled() => {}
                     }
                     return;
                 }
@@ -375,10 +394,54 @@ mod tests {
             fallback,
             peers,
             tcp_check(),
+            &TaskTracker::new(),
             shutdown.clone(),
         )
         .await
         .expect("load balancer starts")
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_proxied_connections_and_ends_every_task() {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (a, _a) = backend("a").await;
+        let lb = LoadBalancer::start(
+            "127.0.0.1:0".parse().expect("address"),
+            "node-1",
+            vec![],
+            vec![a],
+            tcp_check(),
+            &tasks,
+            shutdown.clone(),
+        )
+        .await
+        .expect("load balancer starts");
+        let (name, mut held) = greeting(lb.local_addr()).await;
+        assert_eq!(name, "a");
+        held.write_all(b"x").await.expect("send through the proxy");
+        let mut echo = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(3), held.read_exact(&mut echo))
+            .await
+            .expect("echo in time")
+            .expect("echo");
+        assert_eq!(&echo, b"x", "the connection is proxied");
+
+        shutdown.cancel();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(1), tasks.wait())
+            .await
+            .expect("every load balancer task ends within 1 s of shutdown");
+        // The backend keeps its side open: only the load balancer can have closed this.
+        let mut buffer = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_millis(100), held.read(&mut buffer))
+            .await
+            .expect("the proxied connection is closed by the time the tasks ended");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            TcpStream::connect(lb.local_addr()).await.is_err(),
+            "the listener is closed"
+        );
     }
 
     #[tokio::test]

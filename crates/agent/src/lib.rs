@@ -22,10 +22,12 @@ use clap::Args;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use capstan_machinery::join::{
     AgentMessage, CACERTS_PATH, ClusterToken, Peer, TokenError, ca_hash,
 };
+use capstan_machinery::kubeconfig::{Kubeconfig, Material};
 use client::{Credentials, Ended, JoinError, Registration};
 use files::StateFiles;
 use lb::{LbStatus, LoadBalancer};
@@ -283,13 +285,33 @@ pub async fn fetch_ca(
 }
 
 /// Runs the agent until `shutdown`; returns early only on errors retrying cannot fix
-/// (CA mismatch, token rejected, node refused, unusable data directory).
+/// (CA mismatch, token rejected, node refused, unusable data directory). Either way it
+/// returns only once every task it started has ended: the load balancer and the
+/// connections it proxies, the status reports, the heartbeats.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    // The tasks stop with the agent, also when it gives up on an error.
+    let stop = shutdown.child_token();
+    let tasks = TaskTracker::new();
+    let outcome = serve(&config, &tasks, &stop).await;
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("agent stopped");
+    outcome
+}
+
+/// The agent's work: trust the CA, start the load balancer, then register and hold the
+/// registration connection, reconnecting, until `shutdown`. Tasks go on `tasks`.
+async fn serve(
+    config: &AgentConfig,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), AgentError> {
     let files = StateFiles::new(&config.data_dir);
-    let credentials = node_credentials(&config)?;
+    let credentials = node_credentials(config)?;
     tracing::info!(node = %credentials.node_name, servers = ?config.servers, "agent starting");
 
-    let Some(ca_pem) = trust(&config, &files, &shutdown).await? else {
+    let Some(ca_pem) = trust(config, &files, shutdown).await? else {
         return Ok(());
     };
     let verified = tls::verifying(&ca_pem)?;
@@ -301,6 +323,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         config.servers.clone(),
         addresses(&peers),
         lb::https_check(verified.clone()),
+        tasks,
         shutdown.clone(),
     )
     .await
@@ -311,7 +334,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     tracing::info!(address = %lb.local_addr(), "load balancer listening");
 
     let (reports_tx, reports) = watch::channel(report(&lb.status().borrow()));
-    tokio::spawn(forward_reports(lb.status(), reports_tx, shutdown.clone()));
+    tasks.spawn(forward_reports(lb.status(), reports_tx, shutdown.clone()));
 
     let mut heartbeats: Option<(watch::Sender<heartbeat::NodeFacts>, watch::Sender<String>)> = None;
     let mut backoff = Duration::from_secs(1);
@@ -360,7 +383,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
                 None if config.heartbeats => {
                     let (facts_tx, facts_rx) = watch::channel(facts);
                     let (kubeconfig_tx, kubeconfig_rx) = watch::channel(node_kubeconfig);
-                    tokio::spawn(heartbeat::run(kubeconfig_rx, facts_rx, shutdown.clone()));
+                    tasks.spawn(heartbeat::run(kubeconfig_rx, facts_rx, shutdown.clone()));
                     heartbeats = Some((facts_tx, kubeconfig_tx));
                 }
                 None => {}
@@ -371,7 +394,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             let (peers_tx, mut peers_rx) = watch::channel(peers.clone());
             let ended = registration
                 .hold(
-                    &shutdown,
+                    shutdown,
                     move |update: Vec<Peer>| {
                         tracing::info!(peers = ?update, "the servers changed");
                         if let Err(error) = peer_files.save_peers(&update) {
@@ -422,7 +445,11 @@ async fn trust(
     }
     let mut backoff = Duration::from_secs(1);
     loop {
-        if let Some(ca_pem) = fetch_ca(&config.servers, &config.token).await? {
+        let fetched = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            fetched = fetch_ca(&config.servers, &config.token) => fetched?,
+        };
+        if let Some(ca_pem) = fetched {
             if config.token.ca_hash.is_none() {
                 tracing::warn!(
                     hash = %ca_hash(&ca_pem),
@@ -496,14 +523,16 @@ async fn forward_reports(
 
 /// A kubeconfig for local clients: the load balancer, the cluster CA, the node's certificate.
 fn kubeconfig(lb_port: u16, ca_pem: &str, registration: &Registration) -> String {
-    use base64::Engine as _;
-    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: https://127.0.0.1:{lb_port}\n    certificate-authority-data: {ca}\nusers:\n- name: node\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: node\ncurrent-context: capstan\n",
-        ca = encode(ca_pem),
-        cert = encode(&registration.client_cert_pem),
-        key = encode(&registration.client_key_pem),
-    )
+    Kubeconfig {
+        server: &format!("https://127.0.0.1:{lb_port}"),
+        certificate_authority: Material::Pem(ca_pem),
+        client_certificate: Material::Pem(&registration.client_cert_pem),
+        client_key: Material::Pem(&registration.client_key_pem),
+        cluster: "capstan",
+        user: "node",
+        context: "capstan",
+    }
+    .render()
 }
 
 #[cfg(test)]

@@ -1,20 +1,35 @@
 //! The agent's TLS and its two plain HTTPS requests (`/cacerts`, `/ping`). Before the agent
 //! knows the cluster CA it must read `/cacerts` without verifying the chain (the token's
 //! hash checks the answer instead); from then on every connection verifies against that CA.
+//!
+//! HTTP/1.1 is hyper's client connection (`hyper::client::conn::http1`). Its connection
+//! future is polled beside the request that needs it ([`drive`]) instead of being spawned:
+//! nothing outlives the request or the [`Pinger`] that owns the connection.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// Answers larger than this are not a CA bundle nor a pong.
 const MAX_ANSWER: usize = 1 << 20;
+/// A pong's head and body are each at most this large.
+const MAX_PONG: usize = 16 * 1024;
 
 /// Why the agent cannot speak TLS or HTTP to a server.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +173,11 @@ pub async fn get(
     path: &str,
     timeout: Duration,
 ) -> Result<Vec<u8>, TlsError> {
-    match tokio::time::timeout(timeout, get_inner(config, address, path)).await {
+    let exchange = async {
+        let tls = open(config, address).await?;
+        fetch(tls, address, path).await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(TlsError::Timeout {
             address: address.to_string(),
@@ -167,50 +186,119 @@ pub async fn get(
     }
 }
 
-async fn get_inner(
-    config: Arc<ClientConfig>,
+/// One `GET <path>` on `stream`, asking the server to close the connection after the
+/// answer; the body of a 200 answer of at most [`MAX_ANSWER`] bytes.
+async fn fetch<S>(stream: S, address: &str, path: &str) -> Result<Vec<u8>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |error: &(dyn std::error::Error + 'static)| exchange_error(address, path, error);
+    let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|error| failed(&error))?;
+    let exchange = async {
+        let request = request(address, path, true).map_err(|error| failed(&error))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| failed(&error))?;
+        if response.status() != StatusCode::OK {
+            return Err(TlsError::Status {
+                address: address.to_string(),
+                path: path.to_string(),
+                status: response.status().as_u16(),
+            });
+        }
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|error| failed(&*error))?;
+        Ok(body.to_bytes().to_vec())
+    };
+    drive(Box::pin(connection), exchange).await.0
+}
+
+/// `GET <path>` with the agent's headers; `close` asks the server not to keep the connection.
+fn request(
     address: &str,
     path: &str,
-) -> Result<Vec<u8>, TlsError> {
-    let io = |source| TlsError::Io {
-        address: address.to_string(),
-        source,
-    };
-    let mut tls = open(config, address).await?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: capstan-agent\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes()).await.map_err(io)?;
-    let mut answer = Vec::new();
-    let read = (&mut tls)
-        .take(MAX_ANSWER as u64 + 1)
-        .read_to_end(&mut answer)
-        .await;
-    // A server closing without close_notify still delivered the whole answer.
-    if let Err(error) = read
-        && answer.is_empty()
-    {
-        return Err(io(error));
+    close: bool,
+) -> Result<Request<Empty<Bytes>>, hyper::http::Error> {
+    let mut request = Request::get(path)
+        .header(header::HOST, address)
+        .header(header::USER_AGENT, "capstan-agent")
+        .header(header::ACCEPT, "*/*");
+    if close {
+        request = request.header(header::CONNECTION, "close");
     }
-    let garbled = || TlsError::Garbled {
-        address: address.to_string(),
-        path: path.to_string(),
-    };
-    if answer.len() > MAX_ANSWER {
-        return Err(garbled());
+    request.body(Empty::new())
+}
+
+/// Runs `exchange` while polling hyper's `connection` future, which does the connection's
+/// reading and writing. Also says whether the connection ended meanwhile: then it is
+/// dropped at once, so an exchange still waiting on it fails instead of hanging, and one
+/// whose answer was already read completes.
+async fn drive<C, T>(
+    mut connection: Pin<Box<C>>,
+    exchange: impl Future<Output = T>,
+) -> (T, Option<Pin<Box<C>>>)
+where
+    C: Future,
+{
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        outcome = &mut exchange => (outcome, Some(connection)),
+        _ = connection.as_mut() => {
+            drop(connection);
+            (exchange.await, None)
+        }
     }
-    let (status, chunked, body) = parse_response(&answer).ok_or_else(garbled)?;
-    if status != 200 {
-        return Err(TlsError::Status {
+}
+
+/// An error of hyper or of the body limit, as the agent reports it: an answer that is not
+/// HTTP or too large is [`TlsError::Garbled`], anything else [`TlsError::Io`].
+fn exchange_error(
+    address: &str,
+    path: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> TlsError {
+    let mut garbled = false;
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            garbled |= hyper.is_parse() || hyper.is_parse_status() || hyper.is_parse_too_large();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            // How hyper reports a malformed chunked body.
+            garbled |= matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        garbled |= cause.is::<LengthLimitError>();
+        source = cause.source();
+    }
+    if garbled {
+        TlsError::Garbled {
             address: address.to_string(),
             path: path.to_string(),
-            status,
-        });
-    }
-    if chunked {
-        dechunk(body).ok_or_else(garbled)
+        }
     } else {
-        Ok(body.to_vec())
+        // hyper's messages leave their cause out ("error reading a body from connection").
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !message.contains(&cause_text) {
+                message = format!("{message}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        TlsError::Io {
+            address: address.to_string(),
+            source: std::io::Error::other(message),
+        }
     }
 }
 
@@ -220,7 +308,14 @@ async fn get_inner(
 pub struct Pinger {
     config: Arc<ClientConfig>,
     address: String,
-    connection: Option<tokio_rustls::client::TlsStream<TcpStream>>,
+    connection: Option<Kept<TlsStream<TcpStream>>>,
+}
+
+/// A kept-alive HTTP/1.1 connection: hyper's request handle and its connection future,
+/// polled only while a request is in flight (between pings there is nothing to do).
+struct Kept<S: AsyncRead + AsyncWrite + Unpin> {
+    sender: SendRequest<Empty<Bytes>>,
+    connection: Pin<Box<Connection<TokioIo<S>, Empty<Bytes>>>>,
 }
 
 impl Pinger {
@@ -252,10 +347,9 @@ impl Pinger {
             }
         }
         let fresh = async {
-            let tls = open(self.config.clone(), &self.address)
-                .await
-                .map_err(|error| std::io::Error::other(error.to_string()))?;
-            ping_on(tls, &self.address, path).await
+            let tls = open(self.config.clone(), &self.address).await?;
+            let kept = keep(tls, &self.address, path).await?;
+            ping_on(kept, &self.address, path).await
         };
         match tokio::time::timeout_at(deadline, fresh).await {
             Ok(Ok(kept)) => {
@@ -267,10 +361,7 @@ impl Pinger {
     }
 }
 
-async fn open(
-    config: Arc<ClientConfig>,
-    address: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TlsError> {
+async fn open(config: Arc<ClientConfig>, address: &str) -> Result<TlsStream<TcpStream>, TlsError> {
     let host = host_of(address).ok_or_else(|| TlsError::BadAddress(address.to_string()))?;
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| TlsError::BadAddress(address.to_string()))?;
@@ -286,131 +377,62 @@ async fn open(
         .map_err(io)
 }
 
-/// One keep-alive `GET` on `tls`; the connection back if the server keeps it open.
-async fn ping_on(
-    mut tls: tokio_rustls::client::TlsStream<TcpStream>,
-    address: &str,
-    path: &str,
-) -> std::io::Result<Option<tokio_rustls::client::TlsStream<TcpStream>>> {
-    let bad = |why: &str| std::io::Error::other(format!("{address}: {why}"));
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: capstan-agent\r\nAccept: */*\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
-    let (head_end, status, length, close) = loop {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("closed before answering"));
-        }
-        answer.extend_from_slice(&chunk[..n]);
-        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&answer[..end]).map_err(|_| bad("garbled head"))?;
-            let mut lines = head.split("\r\n");
-            let status: u16 = lines
-                .next()
-                .and_then(|line| line.split(' ').nth(1))
-                .and_then(|code| code.parse().ok())
-                .ok_or_else(|| bad("garbled status line"))?;
-            let mut length = None;
-            let mut close = false;
-            for line in lines {
-                let Some((name, value)) = line.split_once(':') else {
-                    continue;
-                };
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.parse::<usize>().ok();
-                } else if name.eq_ignore_ascii_case("connection") {
-                    close = value.eq_ignore_ascii_case("close");
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    // Not worth reading: answer once, then reconnect next time.
-                    close = true;
-                }
-            }
-            break (end + 4, status, length, close);
-        }
-        if answer.len() > 16 * 1024 {
-            return Err(bad("answer head too large"));
-        }
-    };
-    if status != 200 {
-        return Err(bad("not 200"));
-    }
-    let Some(length) = length.filter(|_| !close) else {
-        return Ok(None);
-    };
-    while answer.len() < head_end + length {
-        let n = tls.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        answer.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Some(tls))
+/// An HTTP/1.1 connection over `stream` for pings: answer heads over [`MAX_PONG`] fail.
+async fn keep<S>(stream: S, address: &str, path: &str) -> Result<Kept<S>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(MAX_PONG)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| exchange_error(address, path, &error))?;
+    Ok(Kept {
+        sender,
+        connection: Box::pin(connection),
+    })
 }
 
-/// Status, whether the body is chunked, and the body bytes of an HTTP/1.1 answer.
-fn parse_response(answer: &[u8]) -> Option<(u16, bool, &[u8])> {
-    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&answer[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let (name, value) = line.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse::<usize>().ok();
+/// One keep-alive `GET` on `kept`, answered 200; the connection back if the server keeps
+/// it open.
+async fn ping_on<S>(kept: Kept<S>, address: &str, path: &str) -> Result<Option<Kept<S>>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let failed = |error: &(dyn std::error::Error + 'static)| exchange_error(address, path, error);
+    let Kept {
+        mut sender,
+        connection,
+    } = kept;
+    let exchange = async {
+        sender.ready().await.map_err(|error| failed(&error))?;
+        let request = request(address, path, false).map_err(|error| failed(&error))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| failed(&error))?;
+        let status = response.status();
+        // Read to the end, or the connection cannot carry the next ping.
+        Limited::new(response.into_body(), MAX_PONG)
+            .collect()
+            .await
+            .map_err(|error| failed(&*error))?;
+        if status != StatusCode::OK {
+            return Err(TlsError::Status {
+                address: address.to_string(),
+                path: path.to_string(),
+                status: status.as_u16(),
+            });
         }
-    }
-    let body = &answer[end + 4..];
-    let body = match length {
-        Some(length) if !chunked => body.get(..length)?,
-        _ => body,
+        Ok(())
     };
-    Some((status, chunked, body))
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
+    let (outcome, connection) = drive(connection, exchange).await;
+    outcome?;
+    Ok(connection
+        .filter(|_| !sender.is_closed())
+        .map(|connection| Kept { sender, connection }))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_read_with_length_or_chunks() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\npongextra";
-        assert_eq!(parse_response(plain), Some((200, false, &b"pong"[..])));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\npo\r\n2\r\nng\r\n0\r\n\r\n";
-        let (status, is_chunked, body) = parse_response(chunked).expect("parses");
-        assert_eq!((status, is_chunked), (200, true));
-        assert_eq!(dechunk(body).as_deref(), Some(&b"pong"[..]));
-    }
-
-    #[test]
-    fn hosts_come_out_of_addresses() {
-        assert_eq!(host_of("127.0.0.2:6443"), Some("127.0.0.2"));
-        assert_eq!(host_of("[::1]:6443"), Some("::1"));
-        assert_eq!(host_of("example.org:x"), None);
-        assert_eq!(host_of(":6443"), None);
-    }
-}
+#[path = "tls_tests.rs"]
+mod tests;

@@ -15,6 +15,8 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
+use capstan_machinery::kubeconfig::{Kubeconfig, Material};
+
 /// How long the cluster CA is valid.
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long serving and client certificates are valid.
@@ -205,18 +207,18 @@ impl CertificateAuthority {
 }
 
 /// A kubeconfig for stock kubectl: one cluster at `server` trusting `ca_pem`, one user
-/// authenticating with `client`, one context selecting both.
+/// (`admin`) authenticating with `client`, one context selecting both.
 pub fn admin_kubeconfig(server: &str, ca_pem: &str, client: &IssuedCert) -> String {
-    use base64::Engine as _;
-    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
-    // JSON is YAML: serde_json quotes and escapes the server URL whatever it contains.
-    let server = serde_json::Value::String(server.to_string());
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: admin\ncurrent-context: capstan\n",
-        ca = encode(ca_pem),
-        cert = encode(&client.cert_pem),
-        key = encode(&client.key_pem),
-    )
+    Kubeconfig {
+        server,
+        certificate_authority: Material::Pem(ca_pem),
+        client_certificate: Material::Pem(&client.cert_pem),
+        client_key: Material::Pem(&client.key_pem),
+        cluster: "capstan",
+        user: "admin",
+        context: "capstan",
+    }
+    .render()
 }
 
 #[cfg(test)]

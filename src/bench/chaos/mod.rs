@@ -7,9 +7,11 @@
 //! history is checked (see [`check`]); every violation is an anomaly, and any anomaly
 //! makes the command fail.
 
+pub mod causes;
 pub mod check;
 pub mod cluster;
 pub mod faults;
+pub mod history;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -23,9 +25,11 @@ use clap::Args;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use self::check::{Anomaly, History, Outcome, WatchEntry, Write};
+use self::causes::{Cause, CauseCounts};
+use self::check::Anomaly;
 use self::cluster::{PrivateDatabase, PrivateEngine, ServerProcess, ServerSpec, wait_ready};
 use self::faults::{Cluster, Fault, FaultKind, Schedule};
+use self::history::{History, Outcome, WatchEntry, Write};
 use self::workload::{CREATED_PREFIX, Shared};
 use super::client::ClusterArgs;
 
@@ -143,6 +147,10 @@ pub struct ChaosReport {
     pub failed: u64,
     /// No answer or 5xx: resolved by the checker against the final state and watches.
     pub indeterminate: u64,
+    /// The definitely refused writes by cause (conflict, unavailable, timeout, other).
+    pub failed_by_cause: CauseCounts,
+    /// The indeterminate writes by cause.
+    pub indeterminate_by_cause: CauseCounts,
     /// Write attempts per second.
     pub ops_per_second: f64,
     /// Counter reads (GET before each compare-and-swap).
@@ -293,6 +301,7 @@ async fn measure_in(
         ok: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         indeterminate: AtomicU64::new(0),
+        causes: Default::default(),
         events: AtomicU64::new(0),
     });
     let start_rv = workload::setup(&shared).await?;
@@ -326,12 +335,13 @@ async fn measure_in(
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = Instant::now();
             eprintln!(
-                "chaos: {:.0} s: {} operations ({} ok, {} failed, {} indeterminate), {} watch events",
+                "chaos: {:.0} s: {} operations ({} ok, {} failed, {} indeterminate; not acknowledged: {}), {} watch events",
                 started.elapsed().as_secs_f64(),
                 shared.operations(),
                 shared.ok.load(Ordering::Relaxed),
                 shared.failed.load(Ordering::Relaxed),
                 shared.indeterminate.load(Ordering::Relaxed),
+                shared.causes().describe(),
                 shared.events.load(Ordering::Relaxed),
             );
         }
@@ -423,6 +433,14 @@ fn report(input: ReportInput<'_>) -> ChaosReport {
             .filter(|op| op.outcome == outcome)
             .count() as u64
     };
+    let by_cause = |outcome: Outcome| {
+        let mut counts = CauseCounts::default();
+        for op in history.ops.iter().filter(|op| op.outcome == outcome) {
+            // A write is recorded without a cause only when acknowledged.
+            counts.add(op.cause.unwrap_or(Cause::Other));
+        }
+        counts
+    };
     let operations = history.ops.len() as u64;
     let increments_acked = history
         .ops
@@ -458,6 +476,8 @@ fn report(input: ReportInput<'_>) -> ChaosReport {
         ok: count(Outcome::Ok),
         failed: count(Outcome::Failed),
         indeterminate: count(Outcome::Indeterminate),
+        failed_by_cause: by_cause(Outcome::Failed),
+        indeterminate_by_cause: by_cause(Outcome::Indeterminate),
         ops_per_second: operations as f64 / input.seconds.max(0.001),
         reads: history.reads.len() as u64,
         increments_acked,
@@ -488,6 +508,14 @@ fn print_text(report: &ChaosReport) {
         report.ok,
         report.failed,
         report.indeterminate
+    );
+    println!(
+        "  failed by cause:         {}",
+        report.failed_by_cause.describe()
+    );
+    println!(
+        "  indeterminate by cause:  {}",
+        report.indeterminate_by_cause.describe()
     );
     println!(
         "increments:  {} acknowledged, {} indeterminate ones applied; {} counter reads",

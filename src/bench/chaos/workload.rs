@@ -14,7 +14,8 @@ use http_body_util::BodyExt as _;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{Value, json};
 
-use super::check::{Event, Op, Outcome, Read, WatchEntry, WatcherLog, Write};
+use super::causes::{Cause, CauseCounts};
+use super::history::{Event, Op, Outcome, Read, WatchEntry, WatcherLog, Write};
 use crate::bench::client::{Sender, Target, connect, request, send};
 
 /// Prefix of the ConfigMaps clients create and delete.
@@ -44,6 +45,8 @@ pub struct Shared {
     pub failed: AtomicU64,
     /// See `ok`.
     pub indeterminate: AtomicU64,
+    /// Write attempts not acknowledged so far, by cause (in [`Cause::ALL`] order).
+    pub causes: [AtomicU64; 4],
     /// Watch events received so far.
     pub events: AtomicU64,
 }
@@ -54,6 +57,11 @@ impl Shared {
         self.ok.load(Ordering::Relaxed)
             + self.failed.load(Ordering::Relaxed)
             + self.indeterminate.load(Ordering::Relaxed)
+    }
+
+    /// Write attempts not acknowledged so far, by cause.
+    pub fn causes(&self) -> CauseCounts {
+        CauseCounts::from_fn(|cause| self.causes[cause.index()].load(Ordering::Relaxed))
     }
 
     fn base(&self) -> String {
@@ -76,8 +84,8 @@ struct Connections {
 /// How long a client leaves a server alone after it did not answer.
 const AVOID: Duration = Duration::from_secs(10);
 
-/// A request that got no answer (connection refused or cut, or a timeout).
-struct NoAnswer;
+/// A request that got no answer (connection refused or cut, or a timeout), and why.
+struct NoAnswer(Cause);
 
 impl Connections {
     fn new(shared: Arc<Shared>) -> Connections {
@@ -100,24 +108,24 @@ impl Connections {
             .unwrap_or((server + 1) % servers)
     }
 
-    async fn sender(&mut self, server: usize) -> Option<Sender> {
+    async fn sender(&mut self, server: usize) -> Result<Sender, NoAnswer> {
         if let Some(sender) = &self.senders[server]
             && !sender.is_closed()
         {
-            return Some(sender.clone());
+            return Ok(sender.clone());
         }
         let target = &self.shared.targets[server];
-        match tokio::time::timeout(Duration::from_secs(3), connect(target)).await {
+        let cause = match tokio::time::timeout(Duration::from_secs(3), connect(target)).await {
             Ok(Ok(sender)) => {
                 self.senders[server] = Some(sender.clone());
-                Some(sender)
+                return Ok(sender);
             }
-            _ => {
-                self.senders[server] = None;
-                self.avoid_until[server] = Some(Instant::now() + AVOID);
-                None
-            }
-        }
+            Ok(Err(error)) => Cause::of_error(&error),
+            Err(_) => Cause::Timeout,
+        };
+        self.senders[server] = None;
+        self.avoid_until[server] = Some(Instant::now() + AVOID);
+        Err(NoAnswer(cause))
     }
 
     async fn call(
@@ -127,9 +135,7 @@ impl Connections {
         path: &str,
         body: Option<String>,
     ) -> Result<(StatusCode, Bytes), NoAnswer> {
-        let Some(sender) = self.sender(server).await else {
-            return Err(NoAnswer);
-        };
+        let sender = self.sender(server).await?;
         let content_type = body.as_ref().map(|_| "application/json");
         let Ok(request) = request(
             &self.shared.targets[server],
@@ -138,17 +144,18 @@ impl Connections {
             content_type,
             body,
         ) else {
-            return Err(NoAnswer);
+            return Err(NoAnswer(Cause::Other));
         };
-        match tokio::time::timeout(self.shared.request_timeout, send(&sender, request)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            _ => {
-                // The connection may hang on a paused server: start afresh next time.
-                self.senders[server] = None;
-                self.avoid_until[server] = Some(Instant::now() + AVOID);
-                Err(NoAnswer)
-            }
-        }
+        let cause =
+            match tokio::time::timeout(self.shared.request_timeout, send(&sender, request)).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(error)) => Cause::of_error(&error),
+                Err(_) => Cause::Timeout,
+            };
+        // The connection may hang on a paused server: start afresh next time.
+        self.senders[server] = None;
+        self.avoid_until[server] = Some(Instant::now() + AVOID);
+        Err(NoAnswer(cause))
     }
 }
 
@@ -235,17 +242,24 @@ fn record(
     answer: Result<(StatusCode, Bytes), NoAnswer>,
 ) -> Op {
     let end = shared.seconds();
-    let (outcome, status, rv) = match answer {
-        Err(NoAnswer) => (Outcome::Indeterminate, 0, None),
+    let (outcome, status, cause, rv) = match answer {
+        Err(NoAnswer(cause)) => (Outcome::Indeterminate, 0, Some(cause), None),
         Ok((status, body)) if status.is_success() => {
             let rv = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|object| resource_version(&object));
-            (Outcome::Ok, status.as_u16(), rv)
+            (Outcome::Ok, status.as_u16(), None, rv)
         }
-        // 429 (too many requests) is refused before anything is done.
-        Ok((status, _)) if status.is_client_error() => (Outcome::Failed, status.as_u16(), None),
-        Ok((status, _)) => (Outcome::Indeterminate, status.as_u16(), None),
+        Ok((status, body)) => {
+            // A 4xx, 429 (too many requests) too, is refused before anything is done.
+            let outcome = if status.is_client_error() {
+                Outcome::Failed
+            } else {
+                Outcome::Indeterminate
+            };
+            let cause = Cause::of_answer(status.as_u16(), &body);
+            (outcome, status.as_u16(), Some(cause), None)
+        }
     };
     match outcome {
         Outcome::Ok => &shared.ok,
@@ -253,12 +267,16 @@ fn record(
         Outcome::Indeterminate => &shared.indeterminate,
     }
     .fetch_add(1, Ordering::Relaxed);
+    if let Some(cause) = cause {
+        shared.causes[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
     Op {
         client,
         server,
         write,
         outcome,
         status,
+        cause,
         rv,
         start,
         end,
@@ -282,8 +300,7 @@ async fn increment(
         }
         let read = match connections.call(*server, Method::GET, &path, None).await {
             Ok((StatusCode::OK, body)) => serde_json::from_slice::<Value>(&body).ok(),
-            Ok(_) => None,
-            Err(NoAnswer) => None,
+            Ok(_) | Err(NoAnswer(_)) => None,
         };
         let Some((rv, value)) = read
             .as_ref()
@@ -373,7 +390,7 @@ pub async fn watcher(index: usize, shared: Arc<Shared>, start_rv: u64) -> Watche
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         first = false;
-        let Some(mut sender) = connections.sender(server).await else {
+        let Ok(mut sender) = connections.sender(server).await else {
             continue;
         };
         let path = format!("{base}?watch=true&resourceVersion={last}");
@@ -501,7 +518,9 @@ pub async fn any_server(
             Ok((status, answer)) => {
                 last = format!("HTTP {status}: {}", String::from_utf8_lossy(&answer));
             }
-            Err(NoAnswer) => last = format!("server {server} did not answer"),
+            Err(NoAnswer(cause)) => {
+                last = format!("server {server} did not answer ({})", cause.name());
+            }
         }
         server = connections.next(server);
         tokio::time::sleep(Duration::from_millis(200)).await;
