@@ -1,6 +1,7 @@
 //! Query parameters of resource requests, parsed and checked once.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::api::error::ApiError;
 use crate::registry::Propagation;
@@ -139,24 +140,27 @@ fn seconds(key: &str, value: &str) -> Result<u64, ApiError> {
 
 /// A Go duration of whole units (`timeout=30s`, `1m`, `500ms`, `1h`), rounded up to seconds.
 fn duration_seconds(value: &str) -> Result<u64, ApiError> {
-    let invalid = || {
+    let duration = parse_duration(value).ok_or_else(|| {
         ApiError::bad_request(format!(
             "timeout: Invalid value: \"{value}\": must be a duration such as 30s, 1m or 500ms"
         ))
-    };
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(invalid)?;
+    })?;
+    Ok(u64::try_from(duration.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX))
+}
+
+/// A Go duration of one whole unit (`30s`, `1m`, `500ms`, `1h`); `None` if it is not one.
+pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
+    let split = value.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let number: u64 = number.parse().ok()?;
     let millis_per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        _ => return Err(invalid()),
+        _ => return None,
     };
-    Ok(number.saturating_mul(millis_per_unit).div_ceil(1_000))
+    Some(Duration::from_millis(number.saturating_mul(millis_per_unit)))
 }
 
 /// The longest `fieldManager` kube-apiserver accepts.
