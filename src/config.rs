@@ -101,6 +101,11 @@ pub struct ServerConfig {
     /// Seconds a request body may take to arrive; a slower one is answered 408 and its
     /// connection closed (0: no limit).
     pub request_body_timeout_seconds: u64,
+    /// Seconds a request may take to be answered, watches and other long-running requests
+    /// excepted (kube-apiserver's `--request-timeout`); a slower one is answered 504 and
+    /// its work cancelled. A client's shorter `?timeout=` wins. At least 1.
+    #[serde(deserialize_with = "at_least_one_second")]
+    pub request_timeout: u64,
     /// Connections open at once; more are closed as soon as they are accepted. Lowered at
     /// start-up to fit the open-files limit (RLIMIT_NOFILE) with room for the datastore.
     pub max_connections: usize,
@@ -171,6 +176,7 @@ impl Default for ServerConfig {
             request_header_timeout_seconds: 10,
             idle_connection_timeout_seconds: 90,
             request_body_timeout_seconds: 60,
+            request_timeout: 60,
             max_connections: 4096,
             max_connections_per_client: 1024,
             http2_max_streams_per_connection: 250,
@@ -241,6 +247,17 @@ impl ServerConfig {
             _ => self.data_dir.join("server/admin.kubeconfig"),
         }
     }
+}
+
+/// A number of seconds that is not 0: `request-timeout` has no "no limit" value.
+fn at_least_one_second<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let seconds = u64::deserialize(deserializer)?;
+    if seconds == 0 {
+        return Err(serde::de::Error::custom(
+            "must be at least 1 second: 0 would time out every request at once (kube-apiserver's default is 60)",
+        ));
+    }
+    Ok(seconds)
 }
 
 /// The server's loaded configuration.
@@ -380,6 +397,10 @@ pub struct ServerFlags {
     #[arg(long, value_name = "SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_body_timeout_seconds: Option<u64>,
+    /// Seconds a request may take before 504, watches excepted; at least 1 [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<u64>,
     /// Connections open at once, lowered to fit the open-files limit [default: 4096].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

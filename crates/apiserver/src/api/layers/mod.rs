@@ -30,3 +30,6 @@ pub mod read_body;
 pub mod request_info;
 pub mod timeout;
 pub mod trace;
+
+#[cfg(test)]
+mod tests;
