@@ -72,7 +72,9 @@ fn stack(alive: &Arc<AtomicUsize>) -> Router {
 
 async fn get(router: &Router, uri: &str) -> (StatusCode, serde_json::Value, Duration) {
     let started = Instant::now();
-    let request = Request::get(uri).body(Body::empty()).expect("a valid request");
+    let request = Request::get(uri)
+        .body(Body::empty())
+        .expect("a valid request");
     let response = tokio::time::timeout(Duration::from_secs(10), router.clone().oneshot(request))
         .await
         .expect("every request is answered within 10 s")
@@ -123,7 +125,11 @@ async fn watches_are_not_cut_and_take_no_slot_while_a_request_over_the_budget_is
     let (status, body, _) = get(&router, LIST).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     let (status, _, took) = get(&router, &format!("{LIST}?watch=true")).await;
-    assert_eq!(status, StatusCode::OK, "the watch outlived the request timeout");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the watch outlived the request timeout"
+    );
     assert!(took >= TIMEOUT * 2, "answered after {took:?}");
     let (status, _, _) = hanging.await.expect("the hanging request's task");
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);

@@ -73,15 +73,17 @@ mod tests {
     fn a_shorter_client_timeout_wins_and_zero_or_longer_leaves_the_servers() {
         let server = RequestTimeout(Duration::from_secs(60));
         assert_eq!(server.for_query(None), Duration::from_secs(60));
-        assert_eq!(
-            server.for_query(Some("timeout=5s")),
-            Duration::from_secs(5)
-        );
+        assert_eq!(server.for_query(Some("timeout=5s")), Duration::from_secs(5));
         assert_eq!(
             server.for_query(Some("limit=10&timeout=250ms")),
             Duration::from_millis(250)
         );
-        for unchanged in ["timeout=0s", "timeout=2m", "timeout=abc", "timeoutSeconds=5"] {
+        for unchanged in [
+            "timeout=0s",
+            "timeout=2m",
+            "timeout=abc",
+            "timeoutSeconds=5",
+        ] {
             assert_eq!(
                 server.for_query(Some(unchanged)),
                 Duration::from_secs(60),

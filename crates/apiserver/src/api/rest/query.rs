@@ -160,7 +160,9 @@ pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
         "h" => 3_600_000,
         _ => return None,
     };
-    Some(Duration::from_millis(number.saturating_mul(millis_per_unit)))
+    Some(Duration::from_millis(
+        number.saturating_mul(millis_per_unit),
+    ))
 }
 
 /// The longest `fieldManager` kube-apiserver accepts.
