@@ -105,7 +105,8 @@ impl ApiState {
     }
 }
 
-/// The router: the layers of `layers/` around the dispatcher, outermost first.
+/// The router: the layers of `layers/` around the dispatcher, outermost first. The
+/// max-in-flight budgets belong to the router: build one per server.
 pub fn router(state: Arc<ApiState>) -> Router {
     metrics::touch();
     let limits = &state.limits;
