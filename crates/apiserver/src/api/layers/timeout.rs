@@ -19,9 +19,10 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use capstan_machinery::time::parse_duration;
+
 use super::request_info::RequestInfo;
 use crate::api::error::ApiError;
-use crate::api::rest::parse_duration;
 
 /// `--request-timeout`: the longest a request that is not long-running is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

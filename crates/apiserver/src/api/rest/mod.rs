@@ -23,7 +23,7 @@ use super::path::ResourcePath;
 use crate::registry::Part;
 
 pub(super) use discovery::discovery;
-pub(super) use query::{Query, parse_duration};
+pub(super) use query::Query;
 
 /// One request to a resource path, decoded.
 pub(crate) struct Call {

@@ -1,7 +1,8 @@
 //! Query parameters of resource requests, parsed and checked once.
 
 use std::collections::HashMap;
-use std::time::Duration;
+
+use capstan_machinery::time::parse_duration;
 
 use crate::api::error::ApiError;
 use crate::registry::Propagation;
@@ -146,23 +147,6 @@ fn duration_seconds(value: &str) -> Result<u64, ApiError> {
         ))
     })?;
     Ok(u64::try_from(duration.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX))
-}
-
-/// A Go duration of one whole unit (`30s`, `1m`, `500ms`, `1h`); `None` if it is not one.
-pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
-    let split = value.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    Some(Duration::from_millis(
-        number.saturating_mul(millis_per_unit),
-    ))
 }
 
 /// The longest `fieldManager` kube-apiserver accepts.
