@@ -351,6 +351,7 @@ async fn serve_api(
             max_requests_inflight: config.max_requests_inflight,
             max_mutating_requests_inflight: config.max_mutating_requests_inflight,
             body_timeout: connections::seconds(config.request_body_timeout_seconds),
+            request_timeout: std::time::Duration::from_secs(config.request_timeout),
         },
     ));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");

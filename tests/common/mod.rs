@@ -152,6 +152,15 @@ impl TestDatabase {
         &self.endpoint
     }
 
+    /// For a database on a server: the admin URL it was created through and its name
+    /// (`None` for SQLite).
+    pub fn on_server(&self) -> Option<(&str, &str)> {
+        match &self.location {
+            Location::Server { admin_url, name } => Some((admin_url, name)),
+            Location::Sqlite { .. } => None,
+        }
+    }
+
     /// A config for this database. Pools are kept small: every store opens a writer, a
     /// feed and (on Postgres) a listener connection besides its pool, tests run in
     /// parallel, and the servers are shared with other users.

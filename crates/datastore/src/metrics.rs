@@ -1,5 +1,6 @@
 //! Datastore metrics, registered next to the code they measure. Every backend call that
-//! matters goes through [`observe`], the one choke point for latency and outcome.
+//! matters goes through [`observe`], the one choke point for latency and outcome, and for
+//! the tracing span of each call.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -10,6 +11,9 @@ use prometheus::{
     Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, register_histogram,
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
+
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use super::error::Result;
 
@@ -216,12 +220,16 @@ pub fn record_pool(stats: super::PoolStats) {
     POOL_CONNECTIONS.with_label_values(&["in_use"]).set(in_use);
 }
 
-/// Runs `operation`, recording its latency and whether it succeeded.
+/// Runs `operation`, recording its latency and whether it succeeded, inside a `debug`
+/// span named `datastore` with the operation and its outcome (a child of the API
+/// request's span when a request made the call; nothing is logged at `info`).
 pub async fn observe<T>(op: StoreOp, operation: impl Future<Output = Result<T>>) -> Result<T> {
+    let span = tracing::debug_span!("datastore", operation = op.label(), outcome = Empty);
     let _under_way = op.uses_shared_pool().then(UnderWay::start);
     let started = Instant::now();
-    let result = operation.await;
+    let result = operation.instrument(span.clone()).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
+    span.record("outcome", outcome);
     QUERY_SECONDS
         .with_label_values(&[op.label(), outcome])
         .observe(started.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
-//! Kubernetes time formats: RFC 3339 timestamps as the API writes them, and kubectl's
-//! human-readable durations and ages.
+//! Kubernetes time formats: RFC 3339 timestamps as the API writes them, the Go durations
+//! of query parameters (`?timeout=30s`), and kubectl's human-readable durations and ages.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,9 +137,38 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
+/// A Go duration of one whole unit, as clients send `?timeout=` (`30s`, `1m`, `500ms`,
+/// `1h`); `None` if it is not one.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(
+        number.saturating_mul(millis_per_unit),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations_of_one_unit_parse() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        for bad in ["", "10", "s", "5x", "-1s", "1.5s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)

@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::tls::PeerCertificate;
 use capstan_pki::certs::{NODE_USER_PREFIX, NODES_GROUP, TOKEN_GENERATION_UNIT};
 use rustls_pki_types::CertificateDer;
 
@@ -64,6 +63,12 @@ impl User {
             .filter(|name| !name.is_empty())
     }
 }
+
+/// Who the client certificate of a connection (verified against the cluster CA during the
+/// handshake, `tls.rs`) names; read once per connection, not once per request, and handed
+/// to every request of the connection as an extension.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Option<Arc<User>>);
 
 /// The user of a verified client certificate: CN and O fields.
 pub(super) fn user_of_certificate(cert: &CertificateDer<'_>) -> Option<User> {
@@ -137,6 +142,7 @@ pub async fn authenticate(
     }
     match user {
         Some(user) => {
+            super::layers::trace::record_user(&user.name);
             request.extensions_mut().insert(user);
             next.run(request).await
         }

@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -34,8 +35,8 @@ use serde_json::Value;
 use super::ApiState;
 use super::auth::User;
 use super::error::ApiError;
-use super::path::{self, ResourcePath, Route};
-use super::watch;
+use super::layers::request_info::RequestInfo;
+use super::path::{ResourcePath, Route};
 use crate::registry::RegistryError;
 
 /// The namespace of node Leases.
@@ -87,6 +88,7 @@ impl CreateOnlyNamed {
 /// The middleware: lets the request through, or answers 403.
 pub async fn authorize(
     State(state): State<Arc<ApiState>>,
+    Extension(info): Extension<Arc<RequestInfo>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -97,9 +99,7 @@ pub async fn authorize(
     if !user.is_node() {
         return next.run(request).await;
     }
-    let catalog = state.registry.catalog();
-    let route = path::parse(request.uri().path(), &catalog);
-    let target = match route {
+    let target = match &info.route {
         Route::Resource(target) => target,
         Route::Metrics | Route::NotFound => {
             return ApiError::Forbidden {
@@ -115,15 +115,14 @@ pub async fn authorize(
         }
         _ => return next.run(request).await,
     };
-    let watching = watch::is_watch(&request, &Route::Resource(target.clone()));
-    let attributes = Attributes::of(request.method(), &target, watching);
+    let attributes = Attributes::of(request.method(), target, info.watch);
     match decide(&user, &attributes) {
         Decision::Allow => next.run(request).await,
         Decision::CreateOnly(limit) => {
             request.extensions_mut().insert(limit);
             next.run(request).await
         }
-        Decision::IfPodBound(node) => match pod_node(&state, &target).await {
+        Decision::IfPodBound(node) => match pod_node(&state, target).await {
             Ok(Some(bound)) if bound == node => next.run(request).await,
             Ok(_) => forbidden(
                 &user.name,

@@ -11,6 +11,15 @@ use crate::registry::RegistryError;
 /// The largest request body accepted (kube-apiserver's limit).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
+/// The message of a read cut off by the request timeout (k8s.io/apiserver
+/// `filters/timeout.go`, through `NewTimeoutError`).
+pub const TIMEOUT_READ: &str = "Timeout: request did not complete within the allotted timeout";
+
+/// The message of a write cut off by the request timeout (k8s.io/apiserver
+/// `handlers/finisher`, with Go's `context deadline exceeded`).
+pub const TIMEOUT_WRITE: &str =
+    "Timeout: request did not complete within requested timeout - context deadline exceeded";
+
 /// An API failure, rendered as a `Status`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -53,6 +62,14 @@ pub enum ApiError {
         "the request body did not arrive within {0}s (--request-body-timeout-seconds); send it again at a steady pace"
     )]
     BodyTimeout(u64),
+    /// The request did not complete within `--request-timeout` (or the client's shorter
+    /// `?timeout=`). Worded as kube-apiserver: its timeout filter's message for reads, its
+    /// REST handlers' (which give up on the same deadline) for writes.
+    #[error("{}", if *mutating { TIMEOUT_WRITE } else { TIMEOUT_READ })]
+    RequestTimeout {
+        /// Whether the request was a write (the message differs upstream).
+        mutating: bool,
+    },
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -106,6 +123,7 @@ impl ApiError {
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "Timeout"),
+            ApiError::RequestTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotAcceptable => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
@@ -175,6 +193,8 @@ impl ApiError {
                 "retryAfterSeconds": 1,
             })),
             ApiError::TooManyRequests => Some(json!({"retryAfterSeconds": 1})),
+            // `NewTimeoutError(message, 0)`: details with nothing set.
+            ApiError::RequestTimeout { .. } => Some(json!({})),
             ApiError::Forbidden { details, .. } => details.clone(),
             _ => None,
         }
@@ -227,5 +247,23 @@ mod tests {
         assert_eq!(status["message"], "deployments.apps \"web\" not found");
         assert_eq!(status["details"]["group"], "apps");
         assert_eq!(status["details"]["kind"], "deployments");
+    }
+
+    #[test]
+    fn a_request_timeout_is_upstreams_504_status() {
+        let read = ApiError::RequestTimeout { mutating: false }.to_status();
+        assert_eq!(read["code"], 504);
+        assert_eq!(read["reason"], "Timeout");
+        assert_eq!(
+            read["message"],
+            "Timeout: request did not complete within the allotted timeout"
+        );
+        assert_eq!(read["details"], json!({}));
+        let write = ApiError::RequestTimeout { mutating: true }.to_status();
+        assert_eq!(write["code"], 504);
+        assert_eq!(
+            write["message"],
+            "Timeout: request did not complete within requested timeout - context deadline exceeded"
+        );
     }
 }

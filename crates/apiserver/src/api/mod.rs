@@ -1,14 +1,8 @@
 //! The Kubernetes API over HTTPS (ARCHITECTURE.md `api/`): one axum router whose fallback
 //! parses every path against the registry (`path.rs`), so the REST logic is written once
-//! for all kinds (`rest.rs`, `watch.rs`), and cross-cutting concerns (authentication,
-//! authorization, max-in-flight) are layers around it. Every request is measured once, in
-//! [`dispatch`], from the parsed route (`metrics.rs`).
-//!
-//! Max-in-flight follows kube-apiserver: two budgets, one for read-only requests and one
-//! for mutating ones, watches and health checks outside both (a full server still answers
-//! `/readyz`). A request's body is read before it takes a slot, within the body timeout
-//! and the size limit, so clients trickling bodies in hold no slot; connection-level limits
-//! (caps, handshake, header and idle timeouts) are the listener's (`connections.rs`).
+//! for all kinds (`rest/`), and cross-cutting concerns are tower layers around it
+//! (`layers/`: request info, tracing, authentication, authorization, metrics, the body
+//! limit, max-in-flight and the request timeout, in that order).
 
 pub mod auth;
 pub mod authz;
@@ -16,6 +10,7 @@ pub mod body;
 pub mod connections;
 pub mod discovery;
 pub mod error;
+pub mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod path;
@@ -24,21 +19,25 @@ mod rest;
 pub mod table;
 pub mod tls;
 mod validation;
-mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 
 use crate::registry::{ObjectStore, Registry};
 use error::ApiError;
+use layers::max_in_flight::InFlight;
+use layers::read_body::BodyTimeout;
+use layers::request_info::RequestInfo;
+use layers::timeout::RequestTimeout;
 use path::{HealthCheck, Route};
 
 /// The Kubernetes version this server speaks.
@@ -57,14 +56,8 @@ pub struct ApiState {
     pub server_address: String,
     /// Cancelled at shutdown: watches end.
     pub shutdown: CancellationToken,
-    /// The max-in-flight budget of read-only requests (watches excluded, they are
-    /// long-running), over which the server answers 429 with Retry-After, as
-    /// kube-apiserver's max-in-flight filter does.
-    pub in_flight: Semaphore,
-    /// The max-in-flight budget of mutating requests.
-    pub mutating_in_flight: Semaphore,
-    /// How long a request body may take to arrive (`None`: no limit).
-    pub body_timeout: Option<Duration>,
+    /// The request-level limits, enforced by the layers of [`router`].
+    pub limits: RequestLimits,
 }
 
 /// The request-level limits (the server flags of the same names).
@@ -76,6 +69,8 @@ pub struct RequestLimits {
     pub max_mutating_requests_inflight: usize,
     /// `--request-body-timeout-seconds`; `None` for no limit.
     pub body_timeout: Option<Duration>,
+    /// `--request-timeout`: how long a request that is not long-running may take.
+    pub request_timeout: Duration,
 }
 
 impl Default for RequestLimits {
@@ -84,6 +79,7 @@ impl Default for RequestLimits {
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
             body_timeout: Some(Duration::from_secs(60)),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -104,115 +100,60 @@ impl ApiState {
             token_generation,
             server_address,
             shutdown,
-            in_flight: Semaphore::new(limits.max_requests_inflight.max(1)),
-            mutating_in_flight: Semaphore::new(limits.max_mutating_requests_inflight.max(1)),
-            body_timeout: limits.body_timeout,
+            limits,
         }
     }
 }
 
-/// The router: authentication, then authorization, around the dispatcher.
+/// The router: the layers of `layers/` around the dispatcher, outermost first. The
+/// max-in-flight budgets belong to the router: build one per server.
 pub fn router(state: Arc<ApiState>) -> Router {
     metrics::touch();
+    let limits = &state.limits;
+    let in_flight = Arc::new(InFlight::new(
+        limits.max_requests_inflight,
+        limits.max_mutating_requests_inflight,
+    ));
+    let stack = ServiceBuilder::new()
+        .layer(from_fn_with_state(
+            state.registry.clone(),
+            layers::request_info::resolve,
+        ))
+        .layer(layers::trace::layer())
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(from_fn_with_state(state.clone(), authz::authorize))
+        .layer(from_fn(layers::measure::measure))
+        .layer(from_fn_with_state(
+            BodyTimeout(limits.body_timeout),
+            layers::read_body::read_first,
+        ))
+        .layer(from_fn_with_state(in_flight, layers::max_in_flight::limit))
+        .layer(from_fn_with_state(
+            RequestTimeout(limits.request_timeout),
+            layers::timeout::enforce,
+        ));
     Router::new()
         .fallback(dispatch)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authz::authorize,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
+        .layer(stack)
         .with_state(state)
 }
 
-async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
-    let catalog = state.registry.catalog();
-    let route = path::parse(request.uri().path(), &catalog);
-    let long_running = matches!(&route, Route::Resource(_)) && watch::is_watch(&request, &route);
-    let timer = metrics::RequestLabels::new(request.method(), &route, long_running).start();
-    if let Route::Health(check) = route {
-        // Outside max-in-flight: a busy server must still say whether it is alive.
-        let response = health(&state, check).await;
-        timer.finish(response.status());
-        return response;
-    }
-    let method = request.method().clone();
-    let mutating = is_mutating(&method);
-    let request = if mutating {
-        match read_body_first(&state, request).await {
-            Ok(request) => request,
-            Err(response) => {
-                timer.finish(response.status());
-                return response;
-            }
-        }
-    } else {
-        request
-    };
-    let budget = if mutating {
-        &state.mutating_in_flight
-    } else {
-        &state.in_flight
-    };
-    let _permit = if long_running {
-        None
-    } else {
-        match budget.try_acquire() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let response = ApiError::TooManyRequests.into_response();
-                timer.finish(response.status());
-                return response;
-            }
-        }
-    };
-    let result = match route {
-        Route::Resource(target) => rest::handle(state.clone(), target, request).await,
-        _ if method != Method::GET => Err(ApiError::MethodNotAllowed),
+/// Routes a request the layers let through.
+async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    Extension(info): Extension<Arc<RequestInfo>>,
+    request: Request,
+) -> Response {
+    let result = match &info.route {
+        Route::Health(check) => Ok(health(&state, *check).await),
+        Route::Resource(target) => rest::handle(state.clone(), target.clone(), request).await,
+        _ if request.method() != Method::GET => Err(ApiError::MethodNotAllowed),
         Route::Version => Ok(json_response(&version())),
         Route::Metrics => Ok(metrics()),
         Route::NotFound => Err(ApiError::NoSuchPath),
-        other => rest::discovery(&state, &catalog, other, request.headers()),
+        other => rest::discovery(&state, &info.catalog, other.clone(), request.headers()),
     };
-    let response = result.unwrap_or_else(IntoResponse::into_response);
-    timer.finish(response.status());
-    response
-}
-
-/// Whether kube-apiserver counts a request with `method` against the mutating budget.
-fn is_mutating(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// `request` with its body read in full (within the body timeout and the size limit), so
-/// the handler after it neither waits for the client nor holds a slot while it does. A body
-/// too slow is answered 408, and an HTTP/1.1 connection is closed: what is left of the body
-/// may still be on its way.
-async fn read_body_first(state: &ApiState, request: Request) -> Result<Request, Response> {
-    let (parts, body) = request.into_parts();
-    let read = body::read_body(&parts.headers, body);
-    let read = match state.body_timeout {
-        Some(timeout) => tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| timeout),
-        None => Ok(read.await),
-    };
-    match read {
-        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
-        Ok(Err(error)) => Err(error.into_response()),
-        Err(timeout) => {
-            let mut response = ApiError::BodyTimeout(timeout.as_secs()).into_response();
-            if parts.version < axum::http::Version::HTTP_2 {
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-            }
-            Err(response)
-        }
-    }
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn json_response(value: &serde_json::Value) -> Response {

@@ -36,13 +36,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use super::auth::{PeerCertificate, user_of_certificate};
 use super::connections::{AcceptErrors, ConnectionLimits, ConnectionTable};
 use capstan_pki::files::ServerPki;
-
-/// Who the client certificate of a connection (verified against the cluster CA during the
-/// handshake) names; read once per connection, not once per request.
-#[derive(Clone, Debug)]
-pub struct PeerCertificate(pub Option<Arc<super::auth::User>>);
 
 /// TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +180,7 @@ async fn serve_connection(
     let peer = session
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|cert| PeerCertificate(super::auth::user_of_certificate(cert).map(Arc::new)));
+        .map(|cert| PeerCertificate(user_of_certificate(cert).map(Arc::new)));
     let http2 = session.alpn_protocol() == Some(b"h2");
     let (in_flight, in_flight_seen) = tokio::sync::watch::channel(0usize);
     let in_flight = Arc::new(in_flight);

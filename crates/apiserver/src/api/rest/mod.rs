@@ -1,11 +1,13 @@
 //! The REST verbs, written once for every kind: the path names the kind (from the
-//! registry), the method and subresource pick the verb, and the object layer
+//! registry), the method and subresource pick the verb (`read.rs`, `write.rs`,
+//! `subresource.rs`, and `watch.rs` for the long-running one), and the object layer
 //! (`registry::ObjectStore`) does the work.
 
 mod discovery;
 mod query;
-pub(super) mod read;
+mod read;
 mod subresource;
+mod watch;
 mod write;
 
 use std::sync::Arc;
@@ -69,7 +71,7 @@ pub(super) async fn handle(
     let subresources = &call.target.kind.subresources;
     let named = call.target.name.is_some();
     match (&parts.method, named, call.target.subresource.as_deref()) {
-        (&Method::GET, _, None) if watching => super::watch::serve(call).await,
+        (&Method::GET, _, None) if watching => watch::serve(call).await,
         (&Method::GET, true, None) => read::get(call).await,
         (&Method::GET, false, None) => read::list(call).await,
         (&Method::POST, false, None) => write::create(call, body).await,

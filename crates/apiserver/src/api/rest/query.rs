@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use capstan_machinery::time::parse_duration;
+
 use crate::api::error::ApiError;
 use crate::registry::Propagation;
 use crate::storage::ResourceVersionMatch;
@@ -139,24 +141,12 @@ fn seconds(key: &str, value: &str) -> Result<u64, ApiError> {
 
 /// A Go duration of whole units (`timeout=30s`, `1m`, `500ms`, `1h`), rounded up to seconds.
 fn duration_seconds(value: &str) -> Result<u64, ApiError> {
-    let invalid = || {
+    let duration = parse_duration(value).ok_or_else(|| {
         ApiError::bad_request(format!(
             "timeout: Invalid value: \"{value}\": must be a duration such as 30s, 1m or 500ms"
         ))
-    };
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(invalid)?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(invalid()),
-    };
-    Ok(number.saturating_mul(millis_per_unit).div_ceil(1_000))
+    })?;
+    Ok(u64::try_from(duration.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX))
 }
 
 /// The longest `fieldManager` kube-apiserver accepts.

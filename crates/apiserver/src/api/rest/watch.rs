@@ -16,19 +16,18 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use capstan_machinery::meta;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::body::Representation;
-use super::error::ApiError;
-use super::path::Route;
-use super::rest::Call;
-use super::rest::read::{Filter, include_object};
-use super::table::{IncludeObject, render_object_table};
+use super::Call;
+use super::read::{Filter, include_object};
+use crate::api::body::Representation;
+use crate::api::error::ApiError;
+use crate::api::metrics::WatcherGauge;
+use crate::api::table::{IncludeObject, render_object_table};
 use crate::registry::ResourceType;
 use crate::storage::{ListOptions, StorageError, WatchEventType, WatchStream};
 
@@ -39,21 +38,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 /// Page size of the initial list.
 const INITIAL_PAGE: usize = 1000;
-
-/// Whether `request` to `route` is a watch (long-running: exempt from max-in-flight).
-pub fn is_watch(request: &Request, route: &Route) -> bool {
-    match route {
-        Route::Resource(target) => {
-            target.watch_prefix
-                || request.uri().query().is_some_and(|query| {
-                    query
-                        .split('&')
-                        .any(|pair| matches!(pair, "watch=true" | "watch=1" | "watch=True"))
-                })
-        }
-        _ => false,
-    }
-}
 
 struct WatchState {
     kind: std::sync::Arc<ResourceType>,
@@ -73,7 +57,7 @@ struct WatchState {
     shutdown: tokio_util::sync::CancellationToken,
     done: bool,
     /// Counts this stream as open (until dropped with the response body) and its events.
-    gauge: Option<super::metrics::WatcherGauge>,
+    gauge: Option<WatcherGauge>,
 }
 
 fn object_key(object: &Value) -> String {
@@ -318,7 +302,7 @@ pub(super) async fn serve(call: Call) -> Result<Response, ApiError> {
         }
         Err(error) => return Err(error.into()),
     }
-    state.gauge = Some(super::metrics::WatcherGauge::open(&kind.resource));
+    state.gauge = Some(WatcherGauge::open(&kind.resource));
     let stream = futures::stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;
         if let Some(gauge) = &state.gauge {
