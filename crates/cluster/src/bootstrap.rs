@@ -903,9 +903,12 @@ mod tests {
     async fn when_two_generate_the_compare_and_swap_keeps_exactly_one() {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
-        let store = Store::open(&capstan_datastore::DatastoreConfig::for_endpoint(endpoint))
-            .await
-            .expect("SQLite store opens");
+        let store = Store::open(
+            &capstan_datastore::DatastoreConfig::for_endpoint(endpoint),
+            &capstan_datastore::DatastoreMetrics::unscraped(),
+        )
+        .await
+        .expect("SQLite store opens");
         // No lock: both may generate; the create of the data key lets one through.
         let (first, second) = tokio::join!(
             generate_and_store(&store, "s3cret", None),
@@ -930,9 +933,12 @@ mod tests {
     async fn a_rotation_starts_a_new_token_generation_and_a_reload_keeps_it() {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
-        let store = Store::open(&capstan_datastore::DatastoreConfig::for_endpoint(endpoint))
-            .await
-            .expect("SQLite store opens");
+        let store = Store::open(
+            &capstan_datastore::DatastoreConfig::for_endpoint(endpoint),
+            &capstan_datastore::DatastoreMetrics::unscraped(),
+        )
+        .await
+        .expect("SQLite store opens");
         assert_eq!(token_generation(&store).await.expect("reads"), None);
         let first = generate_and_store(&store, "old", None)
             .await

@@ -65,6 +65,9 @@ pub struct ApiState {
     pub mutating_in_flight: Semaphore,
     /// How long a request body may take to arrive (`None`: no limit).
     pub body_timeout: Option<Duration>,
+    /// This server's own metrics (the datastore's), served at `/metrics` beside the
+    /// process-global registry's.
+    pub metrics: prometheus::Registry,
 }
 
 /// The request-level limits (the server flags of the same names).
@@ -89,7 +92,8 @@ impl Default for RequestLimits {
 }
 
 impl ApiState {
-    /// State over `objects` and `registry`.
+    /// State over `objects` and `registry`; `/metrics` serves `metrics` and the
+    /// process-global registry.
     pub fn new(
         objects: ObjectStore,
         registry: Arc<Registry>,
@@ -97,6 +101,7 @@ impl ApiState {
         server_address: String,
         shutdown: CancellationToken,
         limits: RequestLimits,
+        metrics: prometheus::Registry,
     ) -> ApiState {
         ApiState {
             objects,
@@ -107,6 +112,7 @@ impl ApiState {
             in_flight: Semaphore::new(limits.max_requests_inflight.max(1)),
             mutating_in_flight: Semaphore::new(limits.max_mutating_requests_inflight.max(1)),
             body_timeout: limits.body_timeout,
+            metrics,
         }
     }
 }
@@ -172,7 +178,7 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
         Route::Resource(target) => rest::handle(state.clone(), target, request).await,
         _ if method != Method::GET => Err(ApiError::MethodNotAllowed),
         Route::Version => Ok(json_response(&version())),
-        Route::Metrics => Ok(metrics()),
+        Route::Metrics => Ok(metrics(&state.metrics)),
         Route::NotFound => Err(ApiError::NoSuchPath),
         other => rest::discovery(&state, &catalog, other, request.headers()),
     };
@@ -262,11 +268,15 @@ async fn health(state: &ApiState, check: HealthCheck) -> Response {
     }
 }
 
-fn metrics() -> Response {
+/// The process-global families and the server's own, in one exposition sorted by name.
+fn metrics(own: &prometheus::Registry) -> Response {
     use prometheus::Encoder as _;
     let encoder = prometheus::TextEncoder::new();
+    let mut families = prometheus::gather();
+    families.extend(own.gather());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buffer = Vec::new();
-    match encoder.encode(&prometheus::gather(), &mut buffer) {
+    match encoder.encode(&families, &mut buffer) {
         Ok(()) => (
             [(header::CONTENT_TYPE, encoder.format_type().to_string())],
             buffer,
