@@ -326,10 +326,16 @@ mod tests {
             .iter()
             .map(|family| family.name().to_string())
             .collect();
+        // A labelled family shows once it has a label set: the query latencies after the
+        // first query, the watcher and pool families from the start.
         for expected in [
-            "capstan_datastore_query_duration_seconds",
+            "capstan_datastore_write_batch_size",
+            "capstan_datastore_revision",
+            "capstan_datastore_watchers",
             "capstan_datastore_watchers_closed_total",
             "capstan_datastore_pool_connections",
+            "capstan_datastore_compaction_duration_seconds",
+            "capstan_datastore_poller_lag_seconds",
         ] {
             assert!(
                 names.iter().any(|name| name == expected),
