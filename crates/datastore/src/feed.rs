@@ -1,7 +1,7 @@
 //! The change feed: one poller per server reads the log in revision order and fans every
 //! change out to this server's watchers.
 //!
-//! Why it cannot miss or reorder a commit: revisions are dense (see `sql.rs`), so the poller
+//! Why it cannot miss or reorder a commit: revisions are dense (see `sql/`), so the poller
 //! knows exactly which revision comes next. If the next row it reads is not `position + 1`,
 //! the missing revision is either compacted (the poller fell further behind than the
 //! retention window; watchers are told so) or not yet visible, and the poller waits for it.

@@ -3,7 +3,7 @@
 //! This is the layer kine plays in K3s, redesigned around the guarantees in
 //! ARCHITECTURE.md. The key decisions, and why:
 //!
-//! - **Revisions come from a counter row locked by the writing transaction** (`sql.rs`), not
+//! - **Revisions come from a counter row locked by the writing transaction** (`sql/`), not
 //!   from an auto-increment id. Commit order therefore equals revision order and revisions
 //!   are dense: a failed compare-and-swap takes no revision, a rolled-back transaction
 //!   returns its revisions, and a reader that sees revision R can rely on every revision
@@ -18,6 +18,9 @@
 //!   LISTEN/NOTIFY for other servers' commits, and by an adaptive timer (MySQL, SQLite).
 //! - **Compaction and TTL expiry run on one elected server** in bounded steps
 //!   (`compact.rs`).
+//! - **Metrics go to a registry the caller passes in** ([`DatastoreMetrics`], `metrics.rs`),
+//!   never the process-global one, so the crate stands alone (as kine does) and several
+//!   stores in one process can report separately or together.
 //!
 //! Engines: `postgres.rs`, `mysql.rs`, `sqlite.rs` differ only in statement text, locks and the
 //! push signal; everything else is written once.
