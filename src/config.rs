@@ -40,160 +40,270 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything `capstan server` can be told. Each field is a key of the config file, a flag
-/// (`--<key>`) and an environment variable (`CAPSTAN_<KEY>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServerConfig {
-    /// Folder for this server's state: the embedded SQLite database, generated files and the
-    /// admin kubeconfig.
-    pub data_dir: PathBuf,
-    /// `sqlite://PATH`, `postgres://USER[:PASS]@HOST[:PORT]/DB` or
-    /// `mysql://USER[:PASS]@HOST[:PORT]/DB`. Empty means the embedded SQLite file
-    /// `<data-dir>/server/db/state.db`. The database is created if missing.
-    pub datastore_endpoint: String,
-    /// CA bundle that verifies the database server's certificate (turns on verified TLS).
-    pub datastore_cafile: Option<PathBuf>,
-    /// Client certificate for TLS to the database.
-    pub datastore_certfile: Option<PathBuf>,
-    /// Client key for TLS to the database.
-    pub datastore_keyfile: Option<PathBuf>,
-    /// Most connections this server opens to the database; further requests wait.
-    pub datastore_max_connections: u32,
-    /// Longest pause between change-feed polls while nothing changes, in milliseconds
-    /// (on Postgres LISTEN/NOTIFY wakes the feed at once and this is only the fallback).
-    pub datastore_poll_interval_ms: u64,
-    /// Keep at least this many revisions of history.
-    pub datastore_compact_retain_revisions: i64,
-    /// Keep history younger than this many seconds.
-    pub datastore_compact_retain_seconds: u64,
-    /// Seconds between compaction rounds.
-    pub datastore_compact_interval_seconds: u64,
-    /// Keep prepared statements cached per connection (false prepares each query afresh;
-    /// it does not make PgBouncer's transaction mode work, see the README).
-    pub datastore_prepared_statements: bool,
-    /// Bytes of events one watcher may have queued before it is cut off (it lists again).
-    pub watch_queue_bytes: usize,
-    /// Bytes of events queued for all watchers of this server together.
-    pub watch_queue_total_bytes: usize,
-    /// Shared secret of the cluster: agents and servers join with it.
-    pub token: String,
-    /// Address the HTTPS API listens on.
-    pub bind_address: IpAddr,
-    /// Port of the HTTPS API.
-    pub https_listen_port: u16,
-    /// Read-only requests (get, list, discovery) served at once, watches and health checks
-    /// excluded; more get 429 with Retry-After (kube-apiserver's flag and default).
-    pub max_requests_inflight: usize,
-    /// Mutating requests (create, update, patch, delete) served at once; more get 429. A
-    /// request is counted once its body has arrived, so a slow body holds no slot.
-    pub max_mutating_requests_inflight: usize,
-    /// Seconds a client may take to finish the TLS handshake (0: no limit).
-    pub tls_handshake_timeout_seconds: u64,
-    /// Seconds a client may take to send a request's headers, counted from when the
-    /// connection waits for them: after the handshake and, on HTTP/1.1, between keep-alive
-    /// requests. On HTTP/2 the first request must start within it (0: no limit).
-    pub request_header_timeout_seconds: u64,
-    /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
-    /// HTTP/2 with no open stream) before it is closed; a watch keeps its connection open
-    /// (0: no limit).
-    pub idle_connection_timeout_seconds: u64,
-    /// Seconds a request body may take to arrive; a slower one is answered 408 and its
-    /// connection closed (0: no limit).
-    pub request_body_timeout_seconds: u64,
-    /// Seconds a request may take to be answered, watches and other long-running requests
-    /// excepted (kube-apiserver's `--request-timeout`); a slower one is answered 504 and
-    /// its work cancelled. A client's shorter `?timeout=` wins. At least 1.
-    #[serde(deserialize_with = "at_least_one_second")]
-    pub request_timeout: u64,
-    /// Connections open at once; more are closed as soon as they are accepted. Lowered at
-    /// start-up to fit the open-files limit (RLIMIT_NOFILE) with room for the datastore.
-    pub max_connections: usize,
-    /// Connections open at once from one client IP address (0: no per-client limit). Behind
-    /// a TCP load balancer that does not keep client addresses, every client shares the
-    /// balancer's address: raise this or set it to 0.
-    pub max_connections_per_client: usize,
-    /// Concurrent streams (requests and watches) on one HTTP/2 connection.
-    pub http2_max_streams_per_connection: u32,
-    /// Agent registrations accepted per second from one source address (IPv6: per /64);
-    /// more get 429 with Retry-After. 0 turns the limit off.
-    pub registration_rate: u32,
-    /// Agent registrations one source address may make at once before
-    /// `registration-rate` applies.
-    pub registration_burst: u32,
-    /// Address other servers and agents use to reach this server (default: a local address).
-    pub advertise_address: Option<IpAddr>,
-    /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
-    /// the environment).
-    #[serde(deserialize_with = "list_or_commas")]
-    pub tls_san: Vec<String>,
-    /// Where to write the admin kubeconfig (default `<data-dir>/server/admin.kubeconfig`).
-    pub write_kubeconfig: Option<PathBuf>,
-    /// Bundled components not to deploy (repeatable; comma-separated in the environment).
-    #[serde(deserialize_with = "list_or_commas")]
-    pub disable: Vec<String>,
-    /// This node's name (default: the host name).
-    pub node_name: Option<String>,
-    /// Pod network, CIDR (comma-separated for dual stack); the same on every server.
-    pub cluster_cidr: String,
-    /// Service network, CIDR (comma-separated for dual stack); the same on every server.
-    pub service_cidr: String,
-    /// DNS domain of the cluster; the same on every server.
-    pub cluster_domain: String,
-    /// Seconds without a heartbeat (node Lease renewal) before a node is marked NotReady
-    /// and tainted unreachable.
-    pub node_monitor_grace_period: u64,
-    /// `text` or `json`.
-    pub log_format: LogFormat,
-    /// A tracing filter such as `info` or `capstan=debug,sqlx=warn` (default: `RUST_LOG`,
-    /// else `info`).
-    pub log_level: Option<String>,
-}
+capstan_config::declare_settings! {
+    /// Everything `capstan server` can be told. Each field is a key of the config file, a flag
+    /// (`--<key>`) and an environment variable (`CAPSTAN_<KEY>`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct ServerConfig;
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        let datastore = DatastoreConfig::default();
-        ServerConfig {
-            data_dir: PathBuf::from("/var/lib/capstan"),
-            datastore_endpoint: String::new(),
-            datastore_cafile: None,
-            datastore_certfile: None,
-            datastore_keyfile: None,
-            datastore_max_connections: datastore.max_connections,
-            datastore_poll_interval_ms: datastore.poll_interval_ms,
-            datastore_compact_retain_revisions: datastore.compact_retain_revisions,
-            datastore_compact_retain_seconds: datastore.compact_retain_seconds,
-            datastore_compact_interval_seconds: datastore.compact_interval_seconds,
-            datastore_prepared_statements: datastore.prepared_statements,
-            watch_queue_bytes: datastore.watch_queue_bytes,
-            watch_queue_total_bytes: datastore.watch_queue_total_bytes,
-            token: String::new(),
-            bind_address: IpAddr::from([0, 0, 0, 0]),
-            https_listen_port: 6443,
-            max_requests_inflight: 400,
-            max_mutating_requests_inflight: 200,
-            tls_handshake_timeout_seconds: 10,
-            request_header_timeout_seconds: 10,
-            idle_connection_timeout_seconds: 90,
-            request_body_timeout_seconds: 60,
-            request_timeout: 60,
-            max_connections: 4096,
-            max_connections_per_client: 1024,
-            http2_max_streams_per_connection: 250,
-            registration_rate: 5,
-            registration_burst: 20,
-            advertise_address: None,
-            tls_san: Vec::new(),
-            write_kubeconfig: None,
-            disable: Vec::new(),
-            node_name: None,
-            cluster_cidr: "10.42.0.0/16".to_string(),
-            service_cidr: "10.43.0.0/16".to_string(),
-            cluster_domain: "cluster.local".to_string(),
-            node_monitor_grace_period: 40,
-            log_format: LogFormat::Text,
-            log_level: None,
-        }
+    /// The flag layer: every key of [`ServerConfig`] as an optional flag, plus the flags that
+    /// choose and show the configuration. Only flags given on the command line override.
+    #[derive(Debug, Default, Clone, clap::Args, Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct ServerFlags {
+        /// Config file (YAML) [default: /etc/capstan/config.yaml, if it exists]. Its drop-ins
+        /// FILE.d/*.yaml are read after it, in alphabetical order.
+        #[arg(long, short = 'c', env = "CAPSTAN_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        pub config: Option<PathBuf>,
+        /// Print the effective configuration with the source of each value, then exit.
+        #[arg(long)]
+        #[serde(skip)]
+        pub print_config: bool,
+        /// Print every configuration key with its type, default and meaning (Markdown), then exit.
+        #[arg(long)]
+        #[serde(skip)]
+        pub print_reference: bool,
+    }
+
+    keys {
+        /// Folder for this server's state: the embedded SQLite database, generated files and the
+        /// admin kubeconfig.
+        #[flag(
+            help = "Folder for this server's state [default: /var/lib/capstan].",
+            value_name = "DIR",
+        )]
+        data_dir: PathBuf = PathBuf::from("/var/lib/capstan"),
+        /// `sqlite://PATH`, `postgres://USER[:PASS]@HOST[:PORT]/DB` or
+        /// `mysql://USER[:PASS]@HOST[:PORT]/DB`. Empty means the embedded SQLite file
+        /// `<data-dir>/server/db/state.db`. The database is created if missing.
+        #[flag(
+            help = "sqlite://PATH, postgres://USER[:PASS]@HOST[:PORT]/DB or mysql://… [default: \
+             SQLite under data-dir].",
+            value_name = "URL",
+        )]
+        datastore_endpoint: String = String::new(),
+        /// CA bundle that verifies the database server's certificate (turns on verified TLS).
+        #[flag(
+            help = "CA bundle verifying the database server's certificate.",
+            value_name = "FILE",
+        )]
+        datastore_cafile: Option<PathBuf> = None,
+        /// Client certificate for TLS to the database.
+        #[flag(help = "Client certificate for TLS to the database.", value_name = "FILE")]
+        datastore_certfile: Option<PathBuf> = None,
+        /// Client key for TLS to the database.
+        #[flag(help = "Client key for TLS to the database.", value_name = "FILE")]
+        datastore_keyfile: Option<PathBuf> = None,
+        /// Most connections this server opens to the database; further requests wait.
+        #[flag(help = "Most connections to the database.", value_name = "N")]
+        datastore_max_connections: u32 = DatastoreConfig::default().max_connections,
+        /// Longest pause between change-feed polls while nothing changes, in milliseconds
+        /// (on Postgres LISTEN/NOTIFY wakes the feed at once and this is only the fallback).
+        #[flag(
+            help = "Longest pause between change-feed polls, in milliseconds.",
+            value_name = "MS",
+        )]
+        datastore_poll_interval_ms: u64 = DatastoreConfig::default().poll_interval_ms,
+        /// Keep at least this many revisions of history.
+        #[flag(help = "Keep at least this many revisions of history.", value_name = "N")]
+        datastore_compact_retain_revisions: i64 = DatastoreConfig::default().compact_retain_revisions,
+        /// Keep history younger than this many seconds.
+        #[flag(help = "Keep history younger than this many seconds.", value_name = "SECONDS")]
+        datastore_compact_retain_seconds: u64 = DatastoreConfig::default().compact_retain_seconds,
+        /// Seconds between compaction rounds.
+        #[flag(help = "Seconds between compaction rounds.", value_name = "SECONDS")]
+        datastore_compact_interval_seconds: u64 = DatastoreConfig::default().compact_interval_seconds,
+        /// Keep prepared statements cached per connection (false prepares each query afresh;
+        /// it does not make PgBouncer's transaction mode work, see the README).
+        #[flag(
+            help = "Keep prepared statements cached per connection (see the README on PgBouncer).",
+            value_name = "BOOL",
+        )]
+        datastore_prepared_statements: bool = DatastoreConfig::default().prepared_statements,
+        /// Bytes of events one watcher may have queued before it is cut off (it lists again).
+        #[flag(
+            help = "Bytes of events one watcher may have queued before it is cut off.",
+            value_name = "BYTES",
+        )]
+        watch_queue_bytes: usize = DatastoreConfig::default().watch_queue_bytes,
+        /// Bytes of events queued for all watchers of this server together.
+        #[flag(
+            help = "Bytes of events queued for all watchers of this server together.",
+            value_name = "BYTES",
+        )]
+        watch_queue_total_bytes: usize = DatastoreConfig::default().watch_queue_total_bytes,
+        /// Shared secret of the cluster: agents and servers join with it.
+        #[flag(help = "Shared secret of the cluster.", value_name = "TOKEN")]
+        token: String = String::new(),
+        /// Address the HTTPS API listens on.
+        #[flag(help = "Address the HTTPS API listens on [default: 0.0.0.0].", value_name = "IP")]
+        bind_address: IpAddr = IpAddr::from([0, 0, 0, 0]),
+        /// Port of the HTTPS API.
+        #[flag(help = "Port of the HTTPS API [default: 6443].", value_name = "PORT")]
+        https_listen_port: u16 = 6443,
+        /// Read-only requests (get, list, discovery) served at once, watches and health checks
+        /// excluded; more get 429 with Retry-After (kube-apiserver's flag and default).
+        #[flag(
+            help = "Read-only requests served at once, watches excluded; more get 429 [default: \
+             400].",
+            value_name = "N",
+        )]
+        max_requests_inflight: usize = 400,
+        /// Mutating requests (create, update, patch, delete) served at once; more get 429. A
+        /// request is counted once its body has arrived, so a slow body holds no slot.
+        #[flag(
+            help = "Mutating requests served at once, counted once their body arrived; more get \
+             429 [default: 200].",
+            value_name = "N",
+        )]
+        max_mutating_requests_inflight: usize = 200,
+        /// Seconds a client may take to finish the TLS handshake (0: no limit).
+        #[flag(
+            help = "Seconds a client may take to finish the TLS handshake, 0 for no limit \
+             [default: 10].",
+            value_name = "SECONDS",
+        )]
+        tls_handshake_timeout_seconds: u64 = 10,
+        /// Seconds a client may take to send a request's headers, counted from when the
+        /// connection waits for them: after the handshake and, on HTTP/1.1, between keep-alive
+        /// requests. On HTTP/2 the first request must start within it (0: no limit).
+        #[flag(
+            help = "Seconds a client may take to send a request's headers (also the HTTP/1.1 wait \
+             between requests), 0 for no limit [default: 10].",
+            value_name = "SECONDS",
+        )]
+        request_header_timeout_seconds: u64 = 10,
+        /// Seconds a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
+        /// HTTP/2 with no open stream) before it is closed; a watch keeps its connection open
+        /// (0: no limit).
+        #[flag(
+            help = "Seconds a connection may stay open with no request in flight, 0 for no limit \
+             [default: 90].",
+            value_name = "SECONDS",
+        )]
+        idle_connection_timeout_seconds: u64 = 90,
+        /// Seconds a request body may take to arrive; a slower one is answered 408 and its
+        /// connection closed (0: no limit).
+        #[flag(
+            help = "Seconds a request body may take to arrive before 408, 0 for no limit [default: \
+             60].",
+            value_name = "SECONDS",
+        )]
+        request_body_timeout_seconds: u64 = 60,
+        /// Seconds a request may take to be answered, watches and other long-running requests
+        /// excepted (kube-apiserver's `--request-timeout`); a slower one is answered 504 and
+        /// its work cancelled. A client's shorter `?timeout=` wins. At least 1.
+        #[serde(deserialize_with = "at_least_one_second")]
+        #[flag(
+            help = "Seconds a request may take before 504, watches excepted; at least 1 [default: 60].",
+            value_name = "SECONDS",
+        )]
+        request_timeout: u64 = 60,
+        /// Connections open at once; more are closed as soon as they are accepted. Lowered at
+        /// start-up to fit the open-files limit (RLIMIT_NOFILE) with room for the datastore.
+        #[flag(
+            help = "Connections open at once, lowered to fit the open-files limit [default: 4096].",
+            value_name = "N",
+        )]
+        max_connections: usize = 4096,
+        /// Connections open at once from one client IP address (0: no per-client limit). Behind
+        /// a TCP load balancer that does not keep client addresses, every client shares the
+        /// balancer's address: raise this or set it to 0.
+        #[flag(
+            help = "Connections open at once from one client IP, 0 for no limit [default: 1024].",
+            value_name = "N",
+        )]
+        max_connections_per_client: usize = 1024,
+        /// Concurrent streams (requests and watches) on one HTTP/2 connection.
+        #[flag(
+            help = "Concurrent streams on one HTTP/2 connection [default: 250].",
+            value_name = "N",
+        )]
+        http2_max_streams_per_connection: u32 = 250,
+        /// Agent registrations accepted per second from one source address (IPv6: per /64);
+        /// more get 429 with Retry-After. 0 turns the limit off.
+        #[flag(
+            help = "Agent registrations per second from one source address; 0 turns the limit off \
+             [default: 5].",
+            value_name = "N",
+        )]
+        registration_rate: u32 = 5,
+        /// Agent registrations one source address may make at once before
+        /// `registration-rate` applies.
+        #[flag(
+            help = "Agent registrations one source address may make at once [default: 20].",
+            value_name = "N",
+        )]
+        registration_burst: u32 = 20,
+        /// Address other servers and agents use to reach this server (default: a local address).
+        #[flag(
+            help = "Address other servers and agents use to reach this server.",
+            value_name = "IP",
+        )]
+        advertise_address: Option<IpAddr> = None,
+        /// Extra names and addresses for the serving certificate (repeatable; comma-separated in
+        /// the environment).
+        #[serde(deserialize_with = "list_or_commas")]
+        #[flag(
+            help = "Extra name or address for the serving certificate (repeatable).",
+            value_name = "NAME", value_delimiter = ',',
+        )]
+        tls_san: Vec<String> = Vec::new(),
+        /// Where to write the admin kubeconfig (default `<data-dir>/server/admin.kubeconfig`).
+        #[flag(
+            help = "Where to write the admin kubeconfig [default: \
+             <data-dir>/server/admin.kubeconfig].",
+            value_name = "FILE",
+        )]
+        write_kubeconfig: Option<PathBuf> = None,
+        /// Bundled components not to deploy (repeatable; comma-separated in the environment).
+        #[serde(deserialize_with = "list_or_commas")]
+        #[flag(
+            help = "Bundled component not to deploy (repeatable).",
+            value_name = "NAME", value_delimiter = ',',
+        )]
+        disable: Vec<String> = Vec::new(),
+        /// This node's name (default: the host name).
+        #[flag(help = "This node's name [default: the host name].", value_name = "NAME")]
+        node_name: Option<String> = None,
+        /// Pod network, CIDR (comma-separated for dual stack); the same on every server.
+        #[flag(
+            help = "Pod network, CIDR; the same on every server [default: 10.42.0.0/16].",
+            value_name = "CIDR",
+        )]
+        cluster_cidr: String = "10.42.0.0/16".to_string(),
+        /// Service network, CIDR (comma-separated for dual stack); the same on every server.
+        #[flag(
+            help = "Service network, CIDR; the same on every server [default: 10.43.0.0/16].",
+            value_name = "CIDR",
+        )]
+        service_cidr: String = "10.43.0.0/16".to_string(),
+        /// DNS domain of the cluster; the same on every server.
+        #[flag(
+            help = "DNS domain of the cluster; the same on every server [default: cluster.local].",
+            value_name = "DOMAIN",
+        )]
+        cluster_domain: String = "cluster.local".to_string(),
+        /// Seconds without a heartbeat (node Lease renewal) before a node is marked NotReady
+        /// and tainted unreachable.
+        #[flag(
+            help = "Seconds without a node heartbeat before the node is marked NotReady [default: \
+             40].",
+            value_name = "SECONDS",
+        )]
+        node_monitor_grace_period: u64 = 40,
+        /// `text` or `json`.
+        #[flag(help = "Log line format.", value_enum, value_name = "FORMAT")]
+        log_format: LogFormat = LogFormat::Text,
+        /// A tracing filter such as `info` or `capstan=debug,sqlx=warn` (default: `RUST_LOG`,
+        /// else `info`).
+        #[flag(
+            help = "Tracing filter, e.g. info or capstan=debug [default: RUST_LOG, else info].",
+            value_name = "FILTER",
+        )]
+        log_level: Option<String> = None,
     }
 }
 
@@ -287,187 +397,6 @@ impl Settings for ServerConfig {
         })
     }
 }
-/// The flag layer: every key of [`ServerConfig`] as an optional flag, plus the flags that
-/// choose and show the configuration. Only flags given on the command line override.
-#[derive(Debug, Default, Clone, clap::Args, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct ServerFlags {
-    /// Config file (YAML) [default: /etc/capstan/config.yaml, if it exists]. Its drop-ins
-    /// FILE.d/*.yaml are read after it, in alphabetical order.
-    #[arg(long, short = 'c', env = "CAPSTAN_CONFIG", value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Print the effective configuration with the source of each value, then exit.
-    #[arg(long)]
-    #[serde(skip)]
-    pub print_config: bool,
-    /// Print every configuration key with its type, default and meaning (Markdown), then exit.
-    #[arg(long)]
-    #[serde(skip)]
-    pub print_reference: bool,
-
-    /// Folder for this server's state [default: /var/lib/capstan].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// sqlite://PATH, postgres://USER[:PASS]@HOST[:PORT]/DB or mysql://… [default: SQLite under data-dir].
-    #[arg(long, value_name = "URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_endpoint: Option<String>,
-    /// CA bundle verifying the database server's certificate.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_cafile: Option<PathBuf>,
-    /// Client certificate for TLS to the database.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_certfile: Option<PathBuf>,
-    /// Client key for TLS to the database.
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_keyfile: Option<PathBuf>,
-    /// Most connections to the database.
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_max_connections: Option<u32>,
-    /// Longest pause between change-feed polls, in milliseconds.
-    #[arg(long, value_name = "MS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_poll_interval_ms: Option<u64>,
-    /// Keep at least this many revisions of history.
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_compact_retain_revisions: Option<i64>,
-    /// Keep history younger than this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_compact_retain_seconds: Option<u64>,
-    /// Seconds between compaction rounds.
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_compact_interval_seconds: Option<u64>,
-    /// Keep prepared statements cached per connection (see the README on PgBouncer).
-    #[arg(long, value_name = "BOOL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub datastore_prepared_statements: Option<bool>,
-    /// Bytes of events one watcher may have queued before it is cut off.
-    #[arg(long, value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch_queue_bytes: Option<usize>,
-    /// Bytes of events queued for all watchers of this server together.
-    #[arg(long, value_name = "BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watch_queue_total_bytes: Option<usize>,
-    /// Shared secret of the cluster.
-    #[arg(long, value_name = "TOKEN")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// Address the HTTPS API listens on [default: 0.0.0.0].
-    #[arg(long, value_name = "IP")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bind_address: Option<IpAddr>,
-    /// Port of the HTTPS API [default: 6443].
-    #[arg(long, value_name = "PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub https_listen_port: Option<u16>,
-    /// Read-only requests served at once, watches excluded; more get 429 [default: 400].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_requests_inflight: Option<usize>,
-    /// Mutating requests served at once, counted once their body arrived; more get 429
-    /// [default: 200].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_mutating_requests_inflight: Option<usize>,
-    /// Seconds a client may take to finish the TLS handshake, 0 for no limit [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_handshake_timeout_seconds: Option<u64>,
-    /// Seconds a client may take to send a request's headers (also the HTTP/1.1 wait
-    /// between requests), 0 for no limit [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_header_timeout_seconds: Option<u64>,
-    /// Seconds a connection may stay open with no request in flight, 0 for no limit
-    /// [default: 90].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub idle_connection_timeout_seconds: Option<u64>,
-    /// Seconds a request body may take to arrive before 408, 0 for no limit [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_body_timeout_seconds: Option<u64>,
-    /// Seconds a request may take before 504, watches excepted; at least 1 [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_timeout: Option<u64>,
-    /// Connections open at once, lowered to fit the open-files limit [default: 4096].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// Connections open at once from one client IP, 0 for no limit [default: 1024].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_connections_per_client: Option<usize>,
-    /// Concurrent streams on one HTTP/2 connection [default: 250].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http2_max_streams_per_connection: Option<u32>,
-    /// Agent registrations per second from one source address; 0 turns the limit off
-    /// [default: 5].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_rate: Option<u32>,
-    /// Agent registrations one source address may make at once [default: 20].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_burst: Option<u32>,
-    /// Address other servers and agents use to reach this server.
-    #[arg(long, value_name = "IP")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub advertise_address: Option<IpAddr>,
-    /// Extra name or address for the serving certificate (repeatable).
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tls_san: Vec<String>,
-    /// Where to write the admin kubeconfig [default: <data-dir>/server/admin.kubeconfig].
-    #[arg(long, value_name = "FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub write_kubeconfig: Option<PathBuf>,
-    /// Bundled component not to deploy (repeatable).
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub disable: Vec<String>,
-    /// This node's name [default: the host name].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
-    /// Pod network, CIDR; the same on every server [default: 10.42.0.0/16].
-    #[arg(long, value_name = "CIDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_cidr: Option<String>,
-    /// Service network, CIDR; the same on every server [default: 10.43.0.0/16].
-    #[arg(long, value_name = "CIDR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_cidr: Option<String>,
-    /// DNS domain of the cluster; the same on every server [default: cluster.local].
-    #[arg(long, value_name = "DOMAIN")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_domain: Option<String>,
-    /// Seconds without a node heartbeat before the node is marked NotReady [default: 40].
-    #[arg(long, value_name = "SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_monitor_grace_period: Option<u64>,
-    /// Log line format.
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
-    /// Tracing filter, e.g. info or capstan=debug [default: RUST_LOG, else info].
-    #[arg(long, value_name = "FILTER")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-}
-
 /// Loads the configuration from the process environment, the files and `flags`.
 pub fn load(flags: &ServerFlags) -> Result<LoadedConfig, ConfigError> {
     load_with(flags, process_env()?, Path::new(DEFAULT_CONFIG_FILE))
@@ -487,5 +416,4 @@ pub fn server_reference() -> String {
     reference::<ServerConfig>(&ServerFlags::augment_args(clap::Command::new("server")))
 }
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

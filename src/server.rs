@@ -28,7 +28,7 @@ use capstan_apiserver::storage::Storage;
 use capstan_cluster::join::{self, JoinConfig, JoinState};
 use capstan_cluster::leader;
 use capstan_cluster::membership::{self, Membership, ServerRecord};
-use capstan_datastore::{DatastoreError, Store, masked};
+use capstan_datastore::{DatastoreError, DatastoreMetrics, Store, masked};
 use capstan_machinery::join::Peer;
 use capstan_pki::files::PkiError;
 
@@ -77,6 +77,9 @@ pub enum ServerError {
     /// The datastore could not be opened.
     #[error("cannot open the datastore: {0}")]
     Datastore(#[source] DatastoreError),
+    /// The server's metrics could not be registered.
+    #[error("cannot register the datastore metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// Runs the server until `shutdown` is cancelled, then stops everything it started.
@@ -86,8 +89,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let node_name = config.effective_node_name();
     tracing::info!(node = %node_name, data_dir = %config.data_dir.display(), endpoint = %masked(&datastore.endpoint), "starting capstan server");
 
+    // The datastore's metrics are this server's own (several servers may share a process,
+    // as the tests run them); `/metrics` serves them beside the process-global registry.
+    let metrics = prometheus::Registry::new();
+    let datastore_metrics = DatastoreMetrics::new(&metrics).map_err(ServerError::Metrics)?;
     let store = tokio::select! {
-        opened = Store::open(&datastore) => opened.map_err(ServerError::Datastore)?,
+        opened = Store::open(&datastore, &datastore_metrics) => opened.map_err(ServerError::Datastore)?,
         () = shutdown.cancelled() => {
             tracing::info!("shutdown requested while opening the datastore");
             return Ok(());
@@ -105,7 +112,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     ));
 
     let served = tokio::select! {
-        served = serve_api(&config, store.clone(), &node_name, &holder, &tasks, &shutdown) => served,
+        served = serve_api(&config, store.clone(), metrics, &node_name, &holder, &tasks, &shutdown) => served,
         // Bootstrap may wait for another server holding the bootstrap lock.
         () = shutdown.cancelled() => Ok(()),
     };
@@ -236,6 +243,7 @@ fn connection_limits(config: &ServerConfig) -> ConnectionLimits {
 async fn serve_api(
     config: &ServerConfig,
     store: Store,
+    metrics: prometheus::Registry,
     node_name: &str,
     holder: &str,
     tasks: &TaskTracker,
@@ -353,6 +361,7 @@ async fn serve_api(
             body_timeout: connections::seconds(config.request_body_timeout_seconds),
             request_timeout: std::time::Duration::from_secs(config.request_timeout),
         },
+        metrics,
     ));
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     tasks.spawn(api::tls::serve(

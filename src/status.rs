@@ -15,7 +15,7 @@ use capstan_apiserver::registry::{ObjectStore, Registry, RegistryError};
 use capstan_apiserver::storage::{ListOptions, Storage};
 use capstan_cluster::agents::{AGENTS_PREFIX, AgentRecord};
 use capstan_cluster::membership::{SERVERS_PREFIX, ServerRecord, live_servers, parse_time};
-use capstan_datastore::{DatastoreError, KeyRange, ListRequest, Store};
+use capstan_datastore::{DatastoreError, DatastoreMetrics, KeyRange, ListRequest, Store};
 use capstan_machinery::meta;
 
 /// The namespace of node heartbeat leases.
@@ -106,7 +106,7 @@ pub struct ClusterStatus {
 /// Opens the datastore of `config`, reads the status and renders it (text, or JSON when
 /// `json`).
 pub async fn run(config: &ServerConfig, json: bool) -> Result<String, StatusError> {
-    let store = Store::open(&config.datastore()).await?;
+    let store = Store::open(&config.datastore(), &DatastoreMetrics::unscraped()).await?;
     let status = collect(&store).await;
     store.close().await;
     let status = status?;

@@ -499,9 +499,10 @@ async fn a_dependent_created_after_its_owner_went_is_collected() {
     cluster.stop().await;
 }
 
-/// How many single-key reads this process has sent to the datastore.
-fn datastore_gets() -> u64 {
-    prometheus::gather()
+/// How many single-key reads the stores of `db` have sent to the datastore.
+fn datastore_gets(db: &TestDatabase) -> u64 {
+    db.registry()
+        .gather()
         .iter()
         .filter(|family| family.name() == "capstan_datastore_query_duration_seconds")
         .flat_map(|family| family.get_metric())
@@ -578,13 +579,13 @@ async fn namespace_checks_on_create_follow_other_servers() {
     );
     // Once B's watch has brought the new namespace, its creates stop reading it.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let reads_before = datastore_gets();
+    let reads_before = datastore_gets(&cluster.db);
     for i in 0..20 {
         try_create_configmap(&b, &configmaps, "fresh", &format!("cm-{i}"))
             .await
             .expect("creates in an open namespace succeed");
     }
-    let reads = datastore_gets() - reads_before;
+    let reads = datastore_gets(&cluster.db) - reads_before;
     assert!(
         reads < 10,
         "20 creates in a known namespace read the datastore {reads} times"

@@ -723,6 +723,7 @@ async fn peer_list_changes_reach_connected_agents() {
             max_requests_inflight: 100,
             ..capstan_apiserver::api::RequestLimits::default()
         },
+        prometheus::Registry::new(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -2,7 +2,8 @@
 //! The storage interface's contract, as the API layer relies on it: resourceVersions from
 //! revisions, optimistic concurrency, lists exact at one revision across pages, continue
 //! tokens, and watches that resume from a list. SQLite only: everything below the storage
-//! layer is checked on every engine by `datastore_conformance`.
+//! layer is checked on every engine by the datastore crate's conformance suite
+//! (`cargo test -p capstan-datastore`).
 
 mod common;
 

@@ -167,10 +167,13 @@ async fn an_undecodable_row_is_skipped_reported_and_deletable() {
         "sqlite://{}",
         dir.path().join("server/db/state.db").display()
     );
-    let store = Store::open(&DatastoreConfig {
-        endpoint,
-        ..DatastoreConfig::default()
-    })
+    let store = Store::open(
+        &DatastoreConfig {
+            endpoint,
+            ..DatastoreConfig::default()
+        },
+        &capstan_datastore::DatastoreMetrics::unscraped(),
+    )
     .await
     .expect("the server's SQLite file opens beside it");
     for key in [

@@ -26,7 +26,9 @@ use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use capstan_datastore::{DatastoreConfig, KeyRange, ListRequest, Store, WriteOp, WriteOutcome};
+use capstan_datastore::{
+    DatastoreConfig, DatastoreMetrics, KeyRange, ListRequest, Store, WriteOp, WriteOutcome,
+};
 
 use super::report::{
     AppliedWrite, DatastoreBenchReport, ReaderLog, RunShape, WatcherLog, WriterLog, percentile_ms,
@@ -105,10 +107,11 @@ pub async fn measure(args: &DatastoreBenchArgs) -> anyhow::Result<DatastoreBench
     config.max_connections = 16;
     // The bench compacts on its own schedule.
     config.compact_interval_seconds = u64::MAX / 4;
+    let metrics = DatastoreMetrics::unscraped();
     let mut stores = Vec::with_capacity(args.servers);
     for _ in 0..args.servers {
         stores.push(
-            Store::open(&config)
+            Store::open(&config, &metrics)
                 .await
                 .with_context(|| "opening the datastore")?,
         );

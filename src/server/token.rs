@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, ConfigError, ServerConfig, ServerFlags};
 use capstan_cluster::bootstrap::{self, BootstrapError, BootstrapState, ClusterSettings};
-use capstan_datastore::{DatastoreError, Store};
+use capstan_datastore::{DatastoreError, DatastoreMetrics, Store};
 use capstan_machinery::join::{ClusterToken, TokenError, ca_hash};
 
 /// Why the cluster token could not be settled.
@@ -375,7 +375,7 @@ pub async fn rotate(config: &ServerConfig, new_token: &str) -> Result<String, Cl
     if new.secret == current.secret {
         return Err(ClusterTokenError::SameToken);
     }
-    let store = Store::open(&config.datastore()).await?;
+    let store = Store::open(&config.datastore(), &DatastoreMetrics::unscraped()).await?;
     let rotated = async {
         let state = bootstrap::load(&store, &current.secret).await?;
         check_ca(&current, &state)?;

@@ -18,8 +18,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,7 +29,7 @@ use capstan_machinery::kubeconfig::{Kubeconfig, Material};
 use client::{Credentials, Ended, JoinError, Registration};
 use files::StateFiles;
 use lb::{LbStatus, LoadBalancer};
-pub use settings::AgentSettings;
+pub use settings::{AgentFlags, AgentSettings};
 
 /// How long one `/cacerts` request or registration may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,59 +37,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// The API port assumed when `--server` names none.
 const DEFAULT_SERVER_PORT: u16 = 6443;
-
-/// Flags of `capstan agent`: every key of [`AgentSettings`] as an optional flag, plus the
-/// flags that choose and show the configuration. They are the top layer over defaults, the
-/// config file (`--config`, default `/etc/capstan/agent.yaml`), its drop-ins and `CAPSTAN_*`
-/// variables, loaded by the same loader as the server's ([`capstan_config::load_layers`]).
-#[derive(Debug, Default, Clone, Args, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct AgentFlags {
-    /// Config file (YAML) [default: /etc/capstan/agent.yaml, if it exists]. Its drop-ins
-    /// FILE.d/*.yaml are read after it, in alphabetical order.
-    #[arg(long, short = 'c', env = "CAPSTAN_CONFIG", value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Print the effective configuration with the source of each value, then exit.
-    #[arg(long)]
-    #[serde(skip)]
-    pub print_config: bool,
-    /// Print every configuration key with its type, default and meaning (Markdown), then exit.
-    #[arg(long)]
-    #[serde(skip)]
-    pub print_reference: bool,
-
-    /// A registration address, https://host[:port] (repeatable, or comma-separated).
-    #[arg(long = "server", value_name = "URL", value_delimiter = ',')]
-    #[serde(rename = "server", skip_serializing_if = "Vec::is_empty")]
-    pub servers: Vec<String>,
-    /// The cluster token: K10<ca hash>::server:<secret> from <data-dir>/server/token, or the
-    /// bare secret (the CA is then trusted on first use).
-    #[arg(long, value_name = "TOKEN")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// The node's name [default: the host name].
-    #[arg(long, value_name = "NAME")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
-    /// Append a random suffix -<8 hex> to the node name, kept in <data-dir>/node/id.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub with_node_id: Option<bool>,
-    /// Where the agent keeps its password, certificates, kubeconfig and server list
-    /// [default: /var/lib/capstan].
-    #[arg(long, value_name = "DIR")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_dir: Option<PathBuf>,
-    /// The local load balancer's port on 127.0.0.1; 0 picks a free one [default: 6444].
-    #[arg(long, value_name = "PORT")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lb_server_port: Option<u16>,
-    /// Tracing filter, e.g. info or capstan=debug [default: RUST_LOG, else info].
-    #[arg(long, value_name = "FILTER")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_level: Option<String>,
-}
 
 /// The agent's settings, checked.
 #[derive(Debug, Clone)]

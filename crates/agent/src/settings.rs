@@ -6,48 +6,87 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args as _;
+use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::AgentFlags;
 use capstan_config::{ConfigError, Loaded, Settings, derived_log_level, list_or_commas};
 
 /// Where the agent's config file is read from when `--config` is not given.
 pub const DEFAULT_AGENT_CONFIG_FILE: &str = "/etc/capstan/agent.yaml";
 
-/// Everything `capstan agent` can be told. Each field is a key of the config file, a flag
-/// (`--<key>`) and an environment variable (`CAPSTAN_<KEY>`; `CAPSTAN_URL` for `server`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AgentSettings {
-    /// Registration addresses, `https://host[:port]`.
-    #[serde(deserialize_with = "list_or_commas")]
-    pub server: Vec<String>,
-    /// The cluster token.
-    pub token: String,
-    /// The node's name (default: the host name).
-    pub node_name: Option<String>,
-    /// Whether to append the stored random suffix to the node name.
-    pub with_node_id: bool,
-    /// The agent's state folder.
-    pub data_dir: PathBuf,
-    /// The local load balancer's port on 127.0.0.1.
-    pub lb_server_port: u16,
-    /// A tracing filter (default: `RUST_LOG`, else `info`).
-    pub log_level: Option<String>,
-}
+capstan_config::declare_settings! {
+    /// Everything `capstan agent` can be told. Each field is a key of the config file, a flag
+    /// (`--<key>`) and an environment variable (`CAPSTAN_<KEY>`; `CAPSTAN_URL` for `server`).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct AgentSettings;
 
-impl Default for AgentSettings {
-    fn default() -> Self {
-        AgentSettings {
-            server: Vec::new(),
-            token: String::new(),
-            node_name: None,
-            with_node_id: false,
-            data_dir: PathBuf::from("/var/lib/capstan"),
-            lb_server_port: 6444,
-            log_level: None,
-        }
+    /// Flags of `capstan agent`: every key of [`AgentSettings`] as an optional flag, plus the
+    /// flags that choose and show the configuration. They are the top layer over defaults, the
+    /// config file (`--config`, default `/etc/capstan/agent.yaml`), its drop-ins and `CAPSTAN_*`
+    /// variables, loaded by the same loader as the server's ([`capstan_config::load_layers`]).
+    #[derive(Debug, Default, Clone, Args, Serialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub struct AgentFlags {
+        /// Config file (YAML) [default: /etc/capstan/agent.yaml, if it exists]. Its drop-ins
+        /// FILE.d/*.yaml are read after it, in alphabetical order.
+        #[arg(long, short = 'c', env = "CAPSTAN_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        pub config: Option<PathBuf>,
+        /// Print the effective configuration with the source of each value, then exit.
+        #[arg(long)]
+        #[serde(skip)]
+        pub print_config: bool,
+        /// Print every configuration key with its type, default and meaning (Markdown), then exit.
+        #[arg(long)]
+        #[serde(skip)]
+        pub print_reference: bool,
+    }
+
+    keys {
+        /// Registration addresses, `https://host[:port]`.
+        #[serde(deserialize_with = "list_or_commas")]
+        #[flag(
+            help = "A registration address, https://host[:port] (repeatable, or comma-separated).",
+            value_name = "URL", value_delimiter = ',',
+        )]
+        server: Vec<String> = Vec::new(),
+        /// The cluster token.
+        #[flag(
+            help = "The cluster token: K10<ca hash>::server:<secret> from <data-dir>/server/token, \
+             or the bare secret (the CA is then trusted on first use).",
+            value_name = "TOKEN",
+        )]
+        token: String = String::new(),
+        /// The node's name (default: the host name).
+        #[flag(help = "The node's name [default: the host name].", value_name = "NAME")]
+        node_name: Option<String> = None,
+        /// Whether to append the stored random suffix to the node name.
+        #[flag(
+            help = "Append a random suffix -<8 hex> to the node name, kept in <data-dir>/node/id.",
+            value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+        )]
+        with_node_id: bool = false,
+        /// The agent's state folder.
+        #[flag(
+            help = "Where the agent keeps its password, certificates, kubeconfig and server list \
+             [default: /var/lib/capstan].",
+            value_name = "DIR",
+        )]
+        data_dir: PathBuf = PathBuf::from("/var/lib/capstan"),
+        /// The local load balancer's port on 127.0.0.1.
+        #[flag(
+            help = "The local load balancer's port on 127.0.0.1; 0 picks a free one [default: \
+             6444].",
+            value_name = "PORT",
+        )]
+        lb_server_port: u16 = 6444,
+        /// A tracing filter (default: `RUST_LOG`, else `info`).
+        #[flag(
+            help = "Tracing filter, e.g. info or capstan=debug [default: RUST_LOG, else info].",
+            value_name = "FILTER",
+        )]
+        log_level: Option<String> = None,
     }
 }
 

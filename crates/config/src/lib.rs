@@ -15,6 +15,8 @@
 //! feature pulls the archived serde_yaml). Unknown keys in a file are an error naming the
 //! key and the file, because a misspelt key silently ignored is a setting silently lost.
 
+mod declare;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

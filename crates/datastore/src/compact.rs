@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::Store;
 use super::backend::LockLease;
 use super::error::Result;
-use super::metrics::{self, StoreOp};
+use super::metrics::StoreOp;
 use super::types::{WriteOp, WriteOutcome};
 
 /// Name of the leader lock for datastore upkeep.
@@ -43,6 +43,7 @@ impl Store {
     /// bounded steps. Stops early (with what it did) when `stop` is cancelled.
     pub async fn compact(&self, revision: i64, stop: &CancellationToken) -> Result<CompactStats> {
         let backend = &self.inner.backend;
+        let metrics = &self.inner.feed.metrics;
         let current = backend.current_revision().await?;
         let target = revision.min(current);
         let state = backend.compaction_state().await?;
@@ -58,22 +59,23 @@ impl Store {
         let mut through = state.compacted_through;
         let run_started = Instant::now();
         while through < compact_revision && !stop.is_cancelled() {
-            metrics::COMPACTION_BACKLOG.set(compact_revision - through);
+            metrics.compaction_backlog(compact_revision - through);
             let end = (through + step).min(compact_revision);
             let started = Instant::now();
-            let removed =
-                metrics::observe(StoreOp::CompactStep, backend.compact_range(through, end)).await?;
+            let removed = metrics
+                .observe(StoreOp::CompactStep, backend.compact_range(through, end))
+                .await?;
             stats.longest_step = stats.longest_step.max(started.elapsed());
             stats.steps += 1;
             stats.rows_removed += removed;
-            metrics::COMPACTED_ROWS.inc_by(removed);
+            metrics.compacted_rows(removed);
             through = end;
             // Let other work in between steps.
             tokio::task::yield_now().await;
         }
-        metrics::COMPACTION_BACKLOG.set(compact_revision - through);
+        metrics.compaction_backlog(compact_revision - through);
         if stats.steps > 0 {
-            metrics::COMPACTION_SECONDS.observe(run_started.elapsed().as_secs_f64());
+            metrics.compaction_run(run_started);
         }
         Ok(stats)
     }

@@ -1,7 +1,7 @@
 //! The change feed: one poller per server reads the log in revision order and fans every
 //! change out to this server's watchers.
 //!
-//! Why it cannot miss or reorder a commit: revisions are dense (see `sql.rs`), so the poller
+//! Why it cannot miss or reorder a commit: revisions are dense (see `sql/`), so the poller
 //! knows exactly which revision comes next. If the next row it reads is not `position + 1`,
 //! the missing revision is either compacted (the poller fell further behind than the
 //! retention window; watchers are told so) or not yet visible, and the poller waits for it.
@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{Backend, ChangeSignal};
 use super::config::DatastoreConfig;
 use super::error::{DatastoreError, Result};
-use super::metrics::{self, StoreOp};
+use super::metrics::{ClosedReason, DatastoreMetrics, StoreOp};
 use super::types::{Event, KeyRange};
 
 /// Rows read per poll or catch-up query.
@@ -107,10 +107,11 @@ pub(crate) struct ChangeFeed {
     watch_queue_total_bytes: usize,
     /// Bytes queued for all watchers.
     queued_total: AtomicUsize,
+    pub(crate) metrics: DatastoreMetrics,
 }
 
 impl ChangeFeed {
-    pub(crate) fn new(position: i64, config: &DatastoreConfig) -> Self {
+    pub(crate) fn new(position: i64, config: &DatastoreConfig, metrics: DatastoreMetrics) -> Self {
         ChangeFeed {
             state: Mutex::new(FeedState {
                 position,
@@ -126,6 +127,7 @@ impl ChangeFeed {
             watch_queue_bytes: config.watch_queue_bytes,
             watch_queue_total_bytes: config.watch_queue_total_bytes,
             queued_total: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -190,15 +192,13 @@ impl ChangeFeed {
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) =
                             Some(CloseReason::TooSlow);
-                        metrics::WATCHERS_CLOSED
-                            .with_label_values(&["too_slow"])
-                            .inc();
+                        self.metrics.watcher_closed(ClosedReason::TooSlow);
                         false
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => false,
                 }
             });
-            metrics::POLLER_LAG.observe(committed_at.elapsed().as_secs_f64());
+            self.metrics.poller_lag(committed_at);
             state.position = event.revision;
             state.recent_bytes += event.size();
             state.recent.push_back(event);
@@ -210,7 +210,7 @@ impl ChangeFeed {
                 }
             }
         }
-        metrics::FEED_REVISION.set(state.position);
+        self.metrics.feed_revision(state.position);
     }
 
     /// The poller fell behind compaction: every watcher is told, and the feed restarts
@@ -220,9 +220,7 @@ impl ChangeFeed {
         for sub in state.subscribers.drain(..) {
             *sub.closed.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(CloseReason::Compacted { compact_revision });
-            metrics::WATCHERS_CLOSED
-                .with_label_values(&["compacted"])
-                .inc();
+            self.metrics.watcher_closed(ClosedReason::Compacted);
         }
         state.recent.clear();
         state.position = resume_after;
@@ -298,7 +296,7 @@ pub(crate) async fn run_poller(
                 }
             }
         }
-        metrics::record_pool(backend.pool_stats());
+        feed.metrics.record_pool(backend.pool_stats());
         let learned_at = *woken_at.get_or_insert_with(Instant::now);
         match poll_once(&feed, backend.as_ref(), learned_at).await {
             Ok(PollResult::Delivered) => {
@@ -362,11 +360,13 @@ async fn poll_once(
     loop {
         let position = feed.position();
         let started = Instant::now();
-        let events = metrics::observe(
-            StoreOp::History,
-            backend.history(position, i64::MAX, None, PAGE),
-        )
-        .await?;
+        let events = feed
+            .metrics
+            .observe(
+                StoreOp::History,
+                backend.history(position, i64::MAX, None, PAGE),
+            )
+            .await?;
         if started.elapsed() > SLOW {
             let pool = backend.pool_stats();
             tracing::warn!(
@@ -443,7 +443,7 @@ impl Watch {
         range: KeyRange,
         after: i64,
     ) -> Self {
-        metrics::WATCHERS_OPEN.inc();
+        feed.metrics.watchers_open(1);
         Watch {
             feed,
             backend,
@@ -538,12 +538,15 @@ impl Watch {
                     compact_revision: compaction.compact_revision,
                 });
             }
-            let events = metrics::observe(
-                StoreOp::History,
-                self.backend
-                    .history(self.scanned, position, Some(&self.range), PAGE),
-            )
-            .await?;
+            let events = self
+                .feed
+                .metrics
+                .observe(
+                    StoreOp::History,
+                    self.backend
+                        .history(self.scanned, position, Some(&self.range), PAGE),
+                )
+                .await?;
             // Compaction may have moved past us while we read; then the page may be partial.
             let compaction = self.backend.compaction_state().await?;
             if self.scanned < compaction.compact_revision {
@@ -609,7 +612,7 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        metrics::WATCHERS_OPEN.dec();
+        self.feed.metrics.watchers_open(-1);
         // Under the feed's lock, so no send is under way: what is still queued no longer
         // counts against the total.
         if let Some((mut queue, _, backlog)) = self.live.take() {

@@ -3,7 +3,7 @@
 //! This is the layer kine plays in K3s, redesigned around the guarantees in
 //! ARCHITECTURE.md. The key decisions, and why:
 //!
-//! - **Revisions come from a counter row locked by the writing transaction** (`sql.rs`), not
+//! - **Revisions come from a counter row locked by the writing transaction** (`sql/`), not
 //!   from an auto-increment id. Commit order therefore equals revision order and revisions
 //!   are dense: a failed compare-and-swap takes no revision, a rolled-back transaction
 //!   returns its revisions, and a reader that sees revision R can rely on every revision
@@ -18,6 +18,9 @@
 //!   LISTEN/NOTIFY for other servers' commits, and by an adaptive timer (MySQL, SQLite).
 //! - **Compaction and TTL expiry run on one elected server** in bounded steps
 //!   (`compact.rs`).
+//! - **Metrics go to a registry the caller passes in** ([`DatastoreMetrics`], `metrics.rs`),
+//!   never the process-global one, so the crate stands alone (as kine does) and several
+//!   stores in one process can report separately or together.
 //!
 //! Engines: `postgres.rs`, `mysql.rs`, `sqlite.rs` differ only in statement text, locks and the
 //! push signal; everything else is written once.
@@ -27,7 +30,7 @@ mod compact;
 mod config;
 mod error;
 mod feed;
-pub mod metrics;
+mod metrics;
 mod mysql;
 mod pools;
 mod postgres;
@@ -50,6 +53,8 @@ pub use compact::{CompactStats, MAINTENANCE_LOCK, run_maintenance};
 pub use config::DatastoreConfig;
 pub use error::{DatastoreError, Result};
 pub use feed::Watch;
+pub use metrics::DatastoreMetrics;
+use metrics::StoreOp;
 pub use types::{
     Committed, Event, EventKind, KeyRange, KeyValue, ListPage, ListRequest, MAX_KEY_BYTES,
     MAX_VALUE_BYTES, WriteOp, WriteOutcome, prefix_end, validate_key,
@@ -57,7 +62,6 @@ pub use types::{
 
 use backend::Backend;
 use feed::ChangeFeed;
-use metrics::StoreOp;
 use writer::WriteRequest;
 
 /// Writes that may wait for the writer before callers are made to wait too.
@@ -83,9 +87,8 @@ struct StoreInner {
 impl Store {
     /// Connects to the endpoint in `config`, creating the database when it is missing and
     /// the credentials allow, applies schema migrations, and starts the writer and the
-    /// change feed.
-    pub async fn open(config: &DatastoreConfig) -> Result<Store> {
-        metrics::touch();
+    /// change feed. The store records into `metrics` (see [`DatastoreMetrics::new`]).
+    pub async fn open(config: &DatastoreConfig, metrics: &DatastoreMetrics) -> Result<Store> {
         let endpoint = config.endpoint.trim();
         let backend: Arc<dyn Backend> =
             if endpoint.starts_with("postgres://") || endpoint.starts_with("postgresql://") {
@@ -105,7 +108,7 @@ impl Store {
                 });
             };
         let position = backend.current_revision().await?;
-        let feed = Arc::new(ChangeFeed::new(position, config));
+        let feed = Arc::new(ChangeFeed::new(position, config, metrics.clone()));
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         let (committed, announcements) = tokio::sync::watch::channel(position);
         let shutdown = CancellationToken::new();
@@ -162,7 +165,11 @@ impl Store {
 
     /// The latest committed revision.
     pub async fn current_revision(&self) -> Result<i64> {
-        metrics::observe(StoreOp::Revision, self.inner.backend.current_revision()).await
+        self.inner
+            .feed
+            .metrics
+            .observe(StoreOp::Revision, self.inner.backend.current_revision())
+            .await
     }
 
     /// Where compaction stands.
@@ -173,15 +180,23 @@ impl Store {
     /// The current value of `key`.
     pub async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         validate_key(key)?;
-        metrics::observe(StoreOp::Get, self.inner.backend.get(key)).await
+        self.inner
+            .feed
+            .metrics
+            .observe(StoreOp::Get, self.inner.backend.get(key))
+            .await
     }
 
     /// The value `key` had at `revision`.
     pub async fn get_at(&self, key: &str, revision: i64) -> Result<Option<KeyValue>> {
         validate_key(key)?;
         self.check_readable(revision).await?;
-        let found =
-            metrics::observe(StoreOp::GetAt, self.inner.backend.get_at(key, revision)).await?;
+        let found = self
+            .inner
+            .feed
+            .metrics
+            .observe(StoreOp::GetAt, self.inner.backend.get_at(key, revision))
+            .await?;
         // Compaction may have passed `revision` while we read.
         self.check_readable(revision).await?;
         Ok(found)
@@ -225,13 +240,17 @@ impl Store {
             // included, so the page is exact even while writes continue.
             None => self.current_revision().await?,
         };
-        let (items, more) = metrics::observe(
-            StoreOp::List,
-            self.inner
-                .backend
-                .list_at(&request.range, revision, request.limit),
-        )
-        .await?;
+        let (items, more) = self
+            .inner
+            .feed
+            .metrics
+            .observe(
+                StoreOp::List,
+                self.inner
+                    .backend
+                    .list_at(&request.range, revision, request.limit),
+            )
+            .await?;
         if request.revision.is_some() {
             self.check_not_compacted(revision).await?;
         }
@@ -245,7 +264,12 @@ impl Store {
     /// How many keys exist in `range` now, with the revision of the count.
     pub async fn count(&self, range: &KeyRange) -> Result<(i64, i64)> {
         let revision = self.current_revision().await?;
-        let count = metrics::observe(StoreOp::Count, self.inner.backend.count(range)).await?;
+        let count = self
+            .inner
+            .feed
+            .metrics
+            .observe(StoreOp::Count, self.inner.backend.count(range))
+            .await?;
         Ok((revision, count))
     }
 

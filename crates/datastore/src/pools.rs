@@ -25,7 +25,7 @@ pub(crate) fn pool_options<DB: Database>(config: &DatastoreConfig) -> PoolOption
         .test_before_acquire(false)
 }
 
-/// The three pools of a backend (see `SqlBackend` in `sql.rs`).
+/// The three pools of a backend (see `SqlBackend` in `sql/mod.rs`).
 pub(crate) struct Pools<DB: Database> {
     pub shared: Pool<DB>,
     /// Shared with an engine's own apply (`EngineHooks::apply`).

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::Backend;
 use super::error::{DatastoreError, Result};
 use super::feed::ChangeFeed;
-use super::metrics::{self, StoreOp};
+use super::metrics::StoreOp;
 use super::types::{Committed, WriteOp, WriteOutcome};
 
 /// A write waiting for its batch.
@@ -81,7 +81,10 @@ pub(crate) async fn run(
         let ops: Vec<WriteOp> = batch.iter().map(|r| r.op.clone()).collect();
         let mut result = Err(DatastoreError::ShuttingDown);
         for attempt in 1..=ATTEMPTS {
-            result = metrics::observe(StoreOp::WriteBatch, backend.apply(&ops, now_ms())).await;
+            result = feed
+                .metrics
+                .observe(StoreOp::WriteBatch, backend.apply(&ops, now_ms()))
+                .await;
             match &result {
                 Err(err) if attempt < ATTEMPTS && is_transient(err) => {
                     tracing::debug!(attempt, error = %err, "write batch hit a transient error; retrying");
@@ -90,7 +93,7 @@ pub(crate) async fn run(
             }
         }
         let committed_at = Instant::now();
-        metrics::WRITE_BATCH_SIZE.observe(batch.len() as f64);
+        feed.metrics.write_batch(batch.len());
         match result {
             Ok(outcomes) => {
                 let applied = || {

@@ -1,6 +1,7 @@
 //! The server's certificates: a serving certificate issued at each start for the names this
 //! server answers to, the admin client certificate and the admin kubeconfig, all signed by
-//! the cluster CA every server shares (`bootstrap.rs` keeps it in the datastore).
+//! the cluster CA every server shares (`capstan-cluster`'s `bootstrap/` keeps it in the
+//! datastore).
 //!
 //! Files live in `<data-dir>/server/tls/` (keys 0600); the CA certificate is written there
 //! as `server-ca.crt` for users, its key is not.

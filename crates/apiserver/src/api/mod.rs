@@ -58,6 +58,9 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// The request-level limits, enforced by the layers of [`router`].
     pub limits: RequestLimits,
+    /// This server's own metrics (the datastore's), served at `/metrics` beside the
+    /// process-global registry's.
+    pub metrics: prometheus::Registry,
 }
 
 /// The request-level limits (the server flags of the same names).
@@ -85,7 +88,8 @@ impl Default for RequestLimits {
 }
 
 impl ApiState {
-    /// State over `objects` and `registry`.
+    /// State over `objects` and `registry`; `/metrics` serves `metrics` and the
+    /// process-global registry.
     pub fn new(
         objects: ObjectStore,
         registry: Arc<Registry>,
@@ -93,6 +97,7 @@ impl ApiState {
         server_address: String,
         shutdown: CancellationToken,
         limits: RequestLimits,
+        metrics: prometheus::Registry,
     ) -> ApiState {
         ApiState {
             objects,
@@ -101,6 +106,7 @@ impl ApiState {
             server_address,
             shutdown,
             limits,
+            metrics,
         }
     }
 }
@@ -149,7 +155,7 @@ async fn dispatch(
         Route::Resource(target) => rest::handle(state.clone(), target.clone(), request).await,
         _ if request.method() != Method::GET => Err(ApiError::MethodNotAllowed),
         Route::Version => Ok(json_response(&version())),
-        Route::Metrics => Ok(metrics()),
+        Route::Metrics => Ok(metrics(&state.metrics)),
         Route::NotFound => Err(ApiError::NoSuchPath),
         other => rest::discovery(&state, &info.catalog, other.clone(), request.headers()),
     };
@@ -203,11 +209,15 @@ async fn health(state: &ApiState, check: HealthCheck) -> Response {
     }
 }
 
-fn metrics() -> Response {
+/// The process-global families and the server's own, in one exposition sorted by name.
+fn metrics(own: &prometheus::Registry) -> Response {
     use prometheus::Encoder as _;
     let encoder = prometheus::TextEncoder::new();
+    let mut families = prometheus::gather();
+    families.extend(own.gather());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut buffer = Vec::new();
-    match encoder.encode(&prometheus::gather(), &mut buffer) {
+    match encoder.encode(&families, &mut buffer) {
         Ok(()) => (
             [(header::CONTENT_TYPE, encoder.format_type().to_string())],
             buffer,
