@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 pub use super::client::Memory;
 use super::client::{ClusterArgs, Sender, Target, connect, memory, percentile, request, send};
+use capstan_machinery::meta;
 
 /// Name of the ConfigMap the bench writes.
 const CONFIGMAP: &str = "capstan-bench-watches";
@@ -340,8 +341,8 @@ fn modified_version(line: &[u8]) -> Option<u64> {
 
 fn version_of(body: &[u8]) -> anyhow::Result<u64> {
     let object: Value = serde_json::from_slice(body).context("write answer is not JSON")?;
-    object["metadata"]["resourceVersion"]
-        .as_str()
+    meta(&object)
+        .resource_version()
         .and_then(|v| v.parse().ok())
         .context("write answer has no numeric resourceVersion")
 }

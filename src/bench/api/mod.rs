@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{ClusterArgs, Sender, Target, connect, request, send};
+use capstan_machinery::meta;
 pub use report::{ApiBenchReport, VerbReport, WatchReport};
 
 /// How long one request may take before it counts as an error.
@@ -219,7 +220,7 @@ impl Conn {
 
 /// The numeric resourceVersion of an object (or a list's metadata) in a JSON body.
 fn resource_version(value: &Value) -> Option<u64> {
-    value["metadata"]["resourceVersion"].as_str()?.parse().ok()
+    meta(value).resource_version()?.parse().ok()
 }
 
 /// The body of an answer, parsed, or an error that quotes it.
@@ -525,7 +526,7 @@ async fn cleanup(shared: &Shared, conn: &Conn, kinds: &[ObjectKind], nodes: &[St
                         list["items"].as_array().map(|items| {
                             items
                                 .iter()
-                                .filter_map(|item| item["metadata"]["name"].as_str())
+                                .filter_map(|item| meta(item).name())
                                 .map(str::to_string)
                                 .collect()
                         })

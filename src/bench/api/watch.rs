@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Conn, ObjectKind, REQUEST_TIMEOUT, Shared, parse_body, resource_version, unexpected};
 use crate::bench::client::request;
+use capstan_machinery::meta;
 
 /// What a watch event said happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,10 +233,7 @@ fn handle_line(
             return Next::Rewatch;
         }
     };
-    let (Some(name), Some(event_version)) = (
-        object["metadata"]["name"].as_str(),
-        resource_version(object),
-    ) else {
+    let (Some(name), Some(event_version)) = (meta(object).name(), resource_version(object)) else {
         watcher.errors.fetch_add(1, Ordering::Relaxed);
         shared.error("watch: an event without name or resourceVersion");
         return Next::Rewatch;
@@ -287,9 +285,7 @@ async fn relist(
         };
         let at = Instant::now();
         for item in page["items"].as_array().into_iter().flatten() {
-            if let (Some(name), Some(item_version)) =
-                (item["metadata"]["name"].as_str(), resource_version(item))
-            {
+            if let (Some(name), Some(item_version)) = (meta(item).name(), resource_version(item)) {
                 watcher.record(Arrival {
                     event: EventType::Added,
                     name: name.to_string(),

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::causes::{Cause, CauseCounts};
 use super::history::{Event, Op, Outcome, Read, WatchEntry, WatcherLog, Write};
 use crate::bench::client::{Sender, Target, connect, request, send};
+use capstan_machinery::meta;
 
 /// Prefix of the ConfigMaps clients create and delete.
 pub const CREATED_PREFIX: &str = "obj-";
@@ -169,7 +170,7 @@ pub struct ClientLog {
 }
 
 fn resource_version(object: &Value) -> Option<u64> {
-    object["metadata"]["resourceVersion"].as_str()?.parse().ok()
+    meta(object).resource_version()?.parse().ok()
 }
 
 fn counter_value(object: &Value) -> Option<u64> {
@@ -465,10 +466,7 @@ pub async fn watcher(index: usize, shared: Arc<Shared>, start_rv: u64) -> Watche
                         shared.events.fetch_add(1, Ordering::Relaxed);
                         log.entries.push(WatchEntry::Event(Event {
                             kind,
-                            name: object["metadata"]["name"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string(),
+                            name: meta(object).name().unwrap_or_default().to_string(),
                             rv,
                             value: counter_value(object),
                         }));
@@ -604,7 +602,7 @@ pub async fn final_state(shared: &Arc<Shared>) -> anyhow::Result<HashMap<String,
     Ok(items
         .iter()
         .filter_map(|item| {
-            let name = item["metadata"]["name"].as_str()?.to_string();
+            let name = meta(item).name()?.to_string();
             Some((name, counter_value(item)))
         })
         .collect())
