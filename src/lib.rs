@@ -8,3 +8,4 @@ pub mod bench;
 pub mod config;
 pub mod server;
 pub mod status;
+pub mod token;

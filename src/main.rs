@@ -17,7 +17,7 @@ use capstan::bench::join::JoinBenchArgs;
 use capstan::bench::plot::PlotArgs;
 use capstan::bench::watches::WatchBenchArgs;
 use capstan::config::{self, LogFormat, ServerFlags};
-use capstan::server::token::TokenArgs;
+use capstan::token::TokenArgs;
 use capstan_agent::AgentFlags;
 
 /// A Kubernetes control plane in one binary, highly available on an external SQL datastore.
@@ -152,7 +152,7 @@ async fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         LogFormat::Text,
         Some(std::env::var("RUST_LOG").as_deref().unwrap_or("error")),
     )?;
-    capstan::server::token::command(args).await?;
+    capstan::token::command(args).await?;
     Ok(ExitCode::SUCCESS)
 }
 

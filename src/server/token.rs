@@ -1,16 +1,16 @@
 //! The cluster token on a server: where it comes from (`--token`/`CAPSTAN_TOKEN`, else
 //! `<data-dir>/server/token`, else a new secret for a new cluster), the check that it opens
 //! the cluster's bootstrap data and names the cluster's CA, the full token written back to
-//! the data dir, and the `capstan token` command that prints or rotates it.
+//! the data dir (the `capstan token` command that prints or rotates it is `crate::token`).
 //!
 //! This sits at the server's layer because it speaks the token format of `join::protocol`;
 //! `cluster::bootstrap` below it only ever sees the secret.
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, ConfigError, ServerConfig, ServerFlags};
+use crate::config::{ConfigError, ServerConfig};
 use capstan_cluster::bootstrap::{self, BootstrapError, BootstrapState, ClusterSettings};
-use capstan_datastore::{DatastoreError, DatastoreMetrics, Store};
+use capstan_datastore::{DatastoreError, Store};
 use capstan_machinery::join::{ClusterToken, TokenError, ca_hash};
 
 /// Why the cluster token could not be settled.
@@ -107,18 +107,18 @@ pub fn cluster_settings(config: &ServerConfig) -> ClusterSettings {
 
 /// Where the token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+pub(crate) enum Origin {
     Configured,
     File,
     Generated,
 }
 
-fn parse(text: &str, origin: String) -> Result<ClusterToken, ClusterTokenError> {
+pub(crate) fn parse(text: &str, origin: String) -> Result<ClusterToken, ClusterTokenError> {
     text.parse()
         .map_err(|source| ClusterTokenError::Malformed { origin, source })
 }
 
-fn read_token_file(path: &Path) -> Result<Option<String>, ClusterTokenError> {
+pub(crate) fn read_token_file(path: &Path) -> Result<Option<String>, ClusterTokenError> {
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_string())),
         Ok(_) => Ok(None),
@@ -131,7 +131,7 @@ fn read_token_file(path: &Path) -> Result<Option<String>, ClusterTokenError> {
 }
 
 /// The configured token, else the data dir's; `None` if neither exists.
-fn current_token(
+pub(crate) fn current_token(
     config: &ServerConfig,
 ) -> Result<Option<(ClusterToken, Origin)>, ClusterTokenError> {
     if !config.token.trim().is_empty() {
@@ -148,7 +148,7 @@ fn current_token(
     }
 }
 
-fn write_token_file(path: &Path, full: &str) -> Result<(), ClusterTokenError> {
+pub(crate) fn write_token_file(path: &Path, full: &str) -> Result<(), ClusterTokenError> {
     use std::io::Write as _;
     #[cfg(unix)]
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -244,7 +244,10 @@ fn legacy_ca(data_dir: &Path) -> Option<BootstrapState> {
     }
 }
 
-fn check_ca(token: &ClusterToken, state: &BootstrapState) -> Result<(), ClusterTokenError> {
+pub(crate) fn check_ca(
+    token: &ClusterToken,
+    state: &BootstrapState,
+) -> Result<(), ClusterTokenError> {
     match &token.ca_hash {
         Some(token_hash) if !token.accepts_ca(&state.ca_cert_pem) => {
             Err(ClusterTokenError::CaMismatch {
@@ -254,18 +257,6 @@ fn check_ca(token: &ClusterToken, state: &BootstrapState) -> Result<(), ClusterT
         }
         _ => Ok(()),
     }
-}
-
-/// `capstan token`: print the full token, or rotate it.
-#[derive(Debug, clap::Args)]
-#[command(args_conflicts_with_subcommands = true)]
-pub struct TokenArgs {
-    /// What to do instead of printing the token.
-    #[command(subcommand)]
-    pub command: Option<TokenCommand>,
-    /// The server's settings (only --data-dir and --config matter for printing).
-    #[command(flatten)]
-    pub server: ServerFlags,
 }
 
 /// How often a server looks at the token generation in the datastore.
@@ -314,78 +305,4 @@ pub fn follow_token_generation(
         }
     });
     receiver
-}
-
-/// `capstan token` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum TokenCommand {
-    /// Re-encrypt the cluster's bootstrap data with a new token and write it to the data dir.
-    /// Every server and agent must then be restarted with the new token.
-    Rotate(RotateArgs),
-}
-
-/// `capstan token rotate`.
-#[derive(Debug, clap::Args)]
-pub struct RotateArgs {
-    /// The new token (a bare secret, or a full K10… token of this cluster).
-    #[arg(long, value_name = "TOKEN")]
-    pub new_token: String,
-    /// The server's settings: --datastore-endpoint, --data-dir, the current --token…
-    #[command(flatten)]
-    pub server: ServerFlags,
-}
-
-/// Runs `capstan token`; what it prints goes to stdout.
-pub async fn command(args: TokenArgs) -> Result<(), ClusterTokenError> {
-    match args.command {
-        None => {
-            let config = config::load(&args.server)?.config;
-            let path = token_path(&config.data_dir);
-            match read_token_file(&path)? {
-                Some(full) => {
-                    println!("{full}");
-                    Ok(())
-                }
-                None => Err(ClusterTokenError::File {
-                    path,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no token yet (has a server started with this --data-dir?)",
-                    ),
-                }),
-            }
-        }
-        Some(TokenCommand::Rotate(rotate_args)) => {
-            let config = config::load(&rotate_args.server)?.config;
-            let full = rotate(&config, &rotate_args.new_token).await?;
-            println!("{full}");
-            eprintln!(
-                "the cluster token was rotated and written to {}; restart every server and agent with the new token",
-                token_path(&config.data_dir).display()
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Re-seals the cluster's bootstrap data under `new_token`'s secret; the new full token.
-pub async fn rotate(config: &ServerConfig, new_token: &str) -> Result<String, ClusterTokenError> {
-    let (current, _) = current_token(config)?.ok_or(ClusterTokenError::NoCurrentToken)?;
-    let new = parse(new_token, "--new-token".to_string())?;
-    if new.secret == current.secret {
-        return Err(ClusterTokenError::SameToken);
-    }
-    let store = Store::open(&config.datastore(), &DatastoreMetrics::unscraped()).await?;
-    let rotated = async {
-        let state = bootstrap::load(&store, &current.secret).await?;
-        check_ca(&current, &state)?;
-        check_ca(&new, &state)?;
-        let state = bootstrap::rotate(&store, &current.secret, &new.secret).await?;
-        Ok::<_, ClusterTokenError>(new.full(&state.ca_cert_pem))
-    }
-    .await;
-    store.close().await;
-    let full = rotated?;
-    write_token_file(&token_path(&config.data_dir), &full)?;
-    Ok(full)
 }
