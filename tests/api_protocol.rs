@@ -87,53 +87,11 @@ async fn protobuf_is_answered_when_asked_first_and_yaml_bodies_are_read() {
     );
 }
 
-/// The admin client certificate and key (PEM) of the server's kubeconfig.
-fn admin_identity(server: &Server) -> (Vec<u8>, Vec<u8>) {
-    use base64::Engine as _;
-    let text = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
-    let parsed: serde_json::Value = serde_saphyr::from_str(&text).expect("the kubeconfig is YAML");
-    let decode = |pointer: &str| {
-        let data = parsed
-            .pointer(pointer)
-            .and_then(|value| value.as_str())
-            .expect("the kubeconfig carries the admin certificate");
-        base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("base64 PEM")
-    };
-    (
-        decode("/users/0/user/client-certificate-data"),
-        decode("/users/0/user/client-key-data"),
-    )
-}
-
 /// One raw HTTP/1.1 request over its own TLS connection, authenticated with the admin
 /// client certificate: no client library in between that could retry a 429 on its own.
 async fn raw_get(server: &Server, path: &str) -> String {
-    use rustls_pki_types::pem::PemObject as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let ca_pem = std::fs::read(
-        server
-            .kubeconfig
-            .with_file_name("tls")
-            .join("server-ca.crt"),
-    )
-    .expect("the server wrote its CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
-        roots
-            .add(cert.expect("a PEM certificate"))
-            .expect("a CA certificate");
-    }
-    let (cert_pem, key_pem) = admin_identity(server);
-    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .expect("the admin certificate parses");
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem).expect("the admin key");
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("a client identity");
+    let config = common::probe::tls_client_config(server, true);
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await

@@ -18,14 +18,13 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt as _, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use common::probe::{admin_client, anonymous_client, assert_alive_and_bounded, rss_bytes, send};
-use common::probe::{request, snapshot};
+use common::probe::{request, snapshot, tls_client_config};
 use common::process::Server;
 
 /// Who a test connection claims to be.
@@ -43,53 +42,9 @@ fn tls_config(
     credentials: Credentials,
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = std::fs::read(
-        server
-            .kubeconfig
-            .with_file_name("tls")
-            .join("server-ca.crt"),
-    )
-    .expect("the server wrote its CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        roots
-            .add(cert.expect("a PEM certificate"))
-            .expect("a CA certificate");
-    }
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let mut config = match credentials {
-        Credentials::Anonymous => builder.with_no_client_auth(),
-        Credentials::Admin => {
-            let (cert, key) = admin_certificate(server);
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("the admin certificate is PEM");
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("the admin key is PEM");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("the admin certificate and key match")
-        }
-    };
+    let mut config = tls_client_config(server, credentials == Credentials::Admin);
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Arc::new(config)
-}
-
-/// The admin client certificate and key (PEM) from the kubeconfig the server wrote.
-fn admin_certificate(server: &Server) -> (String, String) {
-    use base64::Engine as _;
-    let kubeconfig = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
-    let field = |name: &str| {
-        let encoded = kubeconfig
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(name))
-            .unwrap_or_else(|| panic!("the kubeconfig has {name}"));
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .expect("base64 in the kubeconfig");
-        String::from_utf8(pem).expect("PEM is text")
-    };
-    (field("client-certificate-data:"), field("client-key-data:"))
 }
 
 /// A TCP connection to the server from the loopback address `source` (127.0.0.x stands for

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use capstan_datastore::Engine;
 use futures::future::join_all;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use common::TestDatabase;
+use common::probe::tls_client_config;
 use common::process::Server;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -42,42 +42,7 @@ struct Answer {
 
 /// A TLS client authenticated with the admin certificate of the server's kubeconfig.
 fn admin_tls(server: &Server) -> tokio_rustls::TlsConnector {
-    use base64::Engine as _;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = std::fs::read(
-        server
-            .kubeconfig
-            .with_file_name("tls")
-            .join("server-ca.crt"),
-    )
-    .expect("the server wrote its CA");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        roots
-            .add(cert.expect("a PEM certificate"))
-            .expect("a CA certificate");
-    }
-    let text = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
-    let kubeconfig: Value = serde_saphyr::from_str(&text).expect("the kubeconfig is YAML");
-    let pem = |pointer: &str| {
-        let data = kubeconfig
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .expect("the kubeconfig carries the admin identity");
-        base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("base64 PEM")
-    };
-    let chain = CertificateDer::pem_slice_iter(&pem("/users/0/user/client-certificate-data"))
-        .collect::<Result<Vec<_>, _>>()
-        .expect("the admin certificate parses");
-    let key = PrivateKeyDer::from_pem_slice(&pem("/users/0/user/client-key-data"))
-        .expect("the admin key parses");
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("a client identity");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(server, true)))
 }
 
 /// One HTTP/1.1 request on a connection of its own (no client library that could retry a

@@ -8,6 +8,52 @@ use serde_json::{Value, json};
 
 use super::process::Server;
 
+/// A rustls client config trusting the CA the server wrote, presenting the admin client
+/// certificate of its kubeconfig when `admin` (none otherwise), for tests that speak TLS
+/// themselves rather than through a client library that could retry on its own.
+pub fn tls_client_config(server: &Server, admin: bool) -> rustls::ClientConfig {
+    use base64::Engine as _;
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(
+        server
+            .kubeconfig
+            .with_file_name("tls")
+            .join("server-ca.crt"),
+    )
+    .expect("the server wrote its CA");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a CA certificate");
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    if !admin {
+        return builder.with_no_client_auth();
+    }
+    let text = std::fs::read_to_string(&server.kubeconfig).expect("the kubeconfig");
+    let kubeconfig: Value = serde_saphyr::from_str(&text).expect("the kubeconfig is YAML");
+    let pem = |pointer: &str| {
+        let data = kubeconfig
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .expect("the kubeconfig carries the admin identity");
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PEM")
+    };
+    let chain = CertificateDer::pem_slice_iter(&pem("/users/0/user/client-certificate-data"))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the admin certificate parses");
+    let key = PrivateKeyDer::from_pem_slice(&pem("/users/0/user/client-key-data"))
+        .expect("the admin key parses");
+    builder
+        .with_client_auth_cert(chain, key)
+        .expect("the admin certificate and key match")
+}
+
 /// A client with the admin credentials of the server's kubeconfig.
 pub async fn admin_client(server: &Server) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
