@@ -240,16 +240,21 @@ fn unix_millis() -> u64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn when_two_generate_the_compare_and_swap_keeps_exactly_one() {
-        let dir = tempfile::tempdir().expect("a temporary folder");
+    /// A store on a SQLite file in `dir`.
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
-        let store = Store::open(
+        Store::open(
             &capstan_datastore::DatastoreConfig::for_endpoint(endpoint),
             &capstan_datastore::DatastoreMetrics::unscraped(),
         )
         .await
-        .expect("SQLite store opens");
+        .expect("SQLite store opens")
+    }
+
+    #[tokio::test]
+    async fn when_two_generate_the_compare_and_swap_keeps_exactly_one() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let store = sqlite_store(&dir).await;
         // No lock: both may generate; the create of the data key lets one through.
         let (first, second) = tokio::join!(
             generate_and_store(&store, "s3cret", None),
@@ -273,13 +278,7 @@ mod tests {
     #[tokio::test]
     async fn a_rotation_starts_a_new_token_generation_and_a_reload_keeps_it() {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let endpoint = format!("sqlite://{}", dir.path().join("state.db").display());
-        let store = Store::open(
-            &capstan_datastore::DatastoreConfig::for_endpoint(endpoint),
-            &capstan_datastore::DatastoreMetrics::unscraped(),
-        )
-        .await
-        .expect("SQLite store opens");
+        let store = sqlite_store(&dir).await;
         assert_eq!(token_generation(&store).await.expect("reads"), None);
         let first = generate_and_store(&store, "old", None)
             .await
